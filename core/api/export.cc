@@ -1,0 +1,49 @@
+// export.cc - the libmpk C API: argument checks live in the engine; this layer maps its -errno
+// results to the C conventions (-1 / MAP_FAILED / NULL with errno).
+#include <sys/mman.h>
+
+#include <cerrno>
+
+#include "engine.h"
+#include "mpk.h"
+
+#define MPK_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+int ret(int rc) {
+  if (rc < 0) {
+    errno = -rc;
+    return -1;
+  }
+  return rc;
+}
+}  // namespace
+
+MPK_EXPORT int mpk_init(int evict_rate) { return ret(mpk::engine_init(evict_rate)); }
+
+MPK_EXPORT void *mpk_mmap(int vkey, void *addr, size_t len, int prot, int flags, int fd, off_t offset) {
+  int err = 0;
+  void *p = mpk::engine_mmap(vkey, addr, len, prot, flags, fd, offset, &err);
+  if (!p) {
+    errno = err;
+    return MAP_FAILED;
+  }
+  return p;
+}
+
+MPK_EXPORT int mpk_munmap(int vkey) { return ret(mpk::engine_munmap(vkey)); }
+MPK_EXPORT int mpk_begin(int vkey, int prot) { return ret(mpk::engine_begin(vkey, prot)); }
+MPK_EXPORT int mpk_end(int vkey) { return ret(mpk::engine_end(vkey)); }
+MPK_EXPORT int mpk_mprotect(int vkey, int prot) { return ret(mpk::engine_mprotect(vkey, prot)); }
+
+MPK_EXPORT void *mpk_malloc(int vkey, size_t size) {
+  int err = 0;
+  void *p = mpk::engine_malloc(vkey, size, &err);
+  if (!p) errno = err;
+  return p;
+}
+
+MPK_EXPORT void mpk_free(int vkey, void *ptr) {
+  int rc = mpk::engine_free(vkey, ptr);
+  if (rc < 0) errno = -rc;
+}

@@ -1,0 +1,69 @@
+// thread_start.cc - registers threads the program creates, before their start routine runs.
+//
+// libmpk.so exports pthread_create: a program linked with -lmpk resolves it here first. The wrapper
+// hands the real pthread_create a trampoline that registers the thread with the engine and sets its
+// PKRU from the current state, then calls the user's routine. Start arguments come from a fixed
+// pool (no allocation); if it is ever exhausted the thread starts unwrapped and registers itself on
+// its first call into the library or when a sync finds it in /proc.
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include <atomic>
+
+#include "engine.h"
+#include "raw_log.h"
+
+namespace {
+
+using create_fn = int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+struct StartArgs {
+  std::atomic<bool> busy{false};
+  void *(*routine)(void *);
+  void *arg;
+};
+constexpr int kPool = 4096;
+constinit StartArgs g_pool[kPool];
+constinit std::atomic<create_fn> g_real_create{nullptr};
+
+create_fn real_create() {
+  create_fn f = g_real_create.load(std::memory_order_acquire);
+  if (!f) {
+    f = reinterpret_cast<create_fn>(dlsym(RTLD_NEXT, "pthread_create"));
+    if (!f) {
+      mpk::raw_log(mpk::LogLevel::kError, "cannot resolve the real pthread_create: %s", dlerror());
+      __builtin_trap();
+    }
+    g_real_create.store(f, std::memory_order_release);
+  }
+  return f;
+}
+
+void *trampoline(void *p) {
+  auto *a = static_cast<StartArgs *>(p);
+  void *(*routine)(void *) = a->routine;
+  void *arg = a->arg;
+  a->busy.store(false, std::memory_order_release);
+  mpk::engine_thread_start();
+  return routine(arg);
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) int pthread_create(pthread_t *t, const pthread_attr_t *attr,
+                                                                      void *(*routine)(void *), void *arg) {
+  create_fn real = real_create();
+  if (!mpk::engine_ready()) return real(t, attr, routine, arg);
+  for (int i = 0; i < kPool; ++i) {
+    bool expected = false;
+    if (g_pool[i].busy.load(std::memory_order_relaxed) ||
+        !g_pool[i].busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
+      continue;
+    g_pool[i].routine = routine;
+    g_pool[i].arg = arg;
+    int rc = real(t, attr, trampoline, &g_pool[i]);
+    if (rc != 0) g_pool[i].busy.store(false, std::memory_order_release);
+    return rc;
+  }
+  return real(t, attr, routine, arg);
+}

@@ -1,0 +1,50 @@
+// cpu.h - what the processor and kernel offer: PKU detection, the PKRU register, and where the
+// kernel's signal frame keeps PKRU.
+//
+// PKRU holds two bits per key k: bit 2k access-disable (AD), bit 2k+1 write-disable (WD).
+// RDPKRU/WRPKRU are user-mode instructions that touch only the calling thread's register.
+#pragma once
+
+#include <cstdint>
+
+namespace mpk {
+
+constexpr int kHwKeys = 16;  // key 0 is the default key; 1..15 can be allocated
+
+// Rights a thread can hold on a key, in increasing order.
+enum class Rights : uint8_t { kNone = 0, kRead = 1, kReadWrite = 2 };
+
+inline uint32_t pkru_bits(int key, Rights r) {
+  uint32_t v = r == Rights::kNone ? 1u : r == Rights::kRead ? 2u : 0u;  // none -> AD, read -> WD
+  return v << (2 * key);
+}
+inline uint32_t pkru_mask(int key) { return 3u << (2 * key); }
+inline uint32_t pkru_with(uint32_t pkru, int key, Rights r) {
+  return (pkru & ~pkru_mask(key)) | pkru_bits(key, r);
+}
+inline Rights pkru_rights(uint32_t pkru, int key) {
+  uint32_t b = (pkru >> (2 * key)) & 3u;
+  return (b & 1u) ? Rights::kNone : (b & 2u) ? Rights::kRead : Rights::kReadWrite;
+}
+
+inline uint32_t rdpkru() {
+  uint32_t eax, edx;
+  asm volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0));
+  return eax;
+}
+inline void wrpkru(uint32_t v) {
+  asm volatile(".byte 0x0f,0x01,0xef" : : "a"(v), "c"(0), "d"(0) : "memory");
+}
+
+struct CpuInfo {
+  bool pku = false;       // CPUID.(7,0):ECX.PKU
+  bool ospke = false;     // CPUID.(7,0):ECX.OSPKE: the kernel enabled CR4.PKE
+  bool pkey_syscalls = false;  // pkey_alloc worked
+  uint32_t pkru_xsave_offset = 0;  // CPUID.(0xD,9).EBX: PKRU's offset in the XSAVE area
+};
+
+// Probes once (CPUID and a real pkey_alloc/pkey_free pair). Async-signal-safe after first call.
+const CpuInfo &cpu_info();
+inline bool pkeys_usable() { const CpuInfo &c = cpu_info(); return c.pku && c.ospke && c.pkey_syscalls; }
+
+}  // namespace mpk

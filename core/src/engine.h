@@ -1,0 +1,31 @@
+// engine.h - the operations behind the libmpk C API.
+//
+// Each returns 0 (or a pointer) on success and -errno on failure (pointers: nullptr and *err set);
+// the API layer turns that into errno. All are thread-safe. Before engine_init() succeeded they
+// fail with -EPERM.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+
+namespace mpk {
+
+int engine_init(int evict_rate);
+bool engine_ready();
+void *engine_mmap(int vkey, void *addr, size_t len, int prot, int flags, int fd, off_t off, int *err);
+int engine_munmap(int vkey);
+int engine_begin(int vkey, int prot);
+int engine_end(int vkey);
+int engine_mprotect(int vkey, int prot);
+void *engine_malloc(int vkey, size_t size, int *err);
+int engine_free(int vkey, void *p);
+
+// Thread lifecycle: called in a new thread before its start routine, and at its exit.
+void engine_thread_start();
+void engine_thread_exit();
+
+// Snapshot of the counters and gauges as JSON; returns its length.
+int engine_stats_json(char *buf, int cap);
+
+}  // namespace mpk

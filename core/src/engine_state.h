@@ -1,0 +1,68 @@
+// engine_state.h - the engine's global state and the rules for touching it.
+//
+// Everything mutable lives in EngineState inside the metadata arena (write-disabled by key outside
+// the engine's critical sections). Mutations happen under `lock` inside a Section. The sync signal
+// handler takes no lock: it reads only the atomics (key_rights, managed_mask, gen, thread records).
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "cpu.h"
+#include "group_table.h"
+#include "key_cache.h"
+#include "meta_arena.h"
+#include "thread_registry.h"
+
+namespace mpk {
+
+struct EngineState {
+  explicit EngineState(MetaArena *a) : groups(a) {}
+
+  KeyCache cache;
+  GroupTable groups;
+  ThreadRegistry threads;
+
+  // Process-wide rights per hardware key, for threads without an open domain on it.
+  std::atomic<uint8_t> key_rights[kHwKeys] = {};
+  // Keys the engine owns for groups (bit k), whether or not a group holds them now.
+  std::atomic<uint32_t> managed_mask{0};
+  // Bumped after every change of key_rights or a thread's domains; threads leaving the engine
+  // recompute their PKRU until they see it unchanged.
+  std::atomic<uint64_t> gen{0};
+
+  int evict_rate = 0;
+  int evict_credit = 0;  // Bresenham accumulator: evict on exactly evict_rate% of misses
+  uint64_t tick = 0;
+  int key_budget = 0;    // at most this many keys for groups
+  int keys_taken = 0;
+  int sync_signal = 0;
+  bool membarrier_ok = false;
+  pthread_key_t exit_key{};
+};
+
+// The metadata arena and the state. g_state is published once, when initialisation finishes.
+extern constinit MetaArena g_arena;
+extern constinit std::atomic<EngineState *> g_state;
+extern constinit pthread_mutex_t g_lock;
+extern constinit int g_meta_key;  // 0 before init
+extern constinit uint32_t g_meta_mask;  // PKRU bits of the metadata key
+
+// The calling thread's record (initial-exec TLS: safe in signal handlers).
+extern thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec")));
+
+// The PKRU a thread should hold on the engine's group keys, starting from `base` (other keys,
+// including the metadata key, keep base's bits). rec may be null (a thread with no domains).
+uint32_t compute_pkru(const EngineState &st, uint32_t base, const ThreadRecord *rec);
+
+// Meta-key bits for a thread outside the engine: write-disabled (the engine's data stays readable).
+inline uint32_t outside_meta(uint32_t pkru) {
+  return g_meta_key ? pkru_with(pkru, g_meta_key, Rights::kRead) : pkru;
+}
+inline uint32_t inside_meta(uint32_t pkru) {
+  return g_meta_key ? pkru_with(pkru, g_meta_key, Rights::kReadWrite) : pkru;
+}
+
+}  // namespace mpk

@@ -1,0 +1,58 @@
+// page_group.h - a page group: page ranges that always share one permission, named by a vkey.
+//
+// `ceiling` is the union of every prot the group was given pages with; `prot` is the process-wide
+// permission (what mpk_mprotect last set; PROT_NONE when created: closed). A resident group
+// (hw_key > 0) has its pages mapped at page_prot() with that key and the rights live in PKRU; a
+// non-resident group sits on key 0 with its pages mapped at `prot`, exact but at page-table cost.
+#pragma once
+
+#include <sys/mman.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cpu.h"
+
+namespace mpk {
+
+class MetaArena;
+class Heap;
+
+struct Range {
+  uintptr_t start;
+  size_t len;
+};
+
+struct PageGroup {
+  int vkey = -1;
+  int hw_key = 0;
+  int ceiling = PROT_NONE;
+  int prot = PROT_NONE;
+  Range *ranges = nullptr;
+  uint32_t nranges = 0;
+  uint32_t cap_ranges = 0;
+  Heap *heap = nullptr;
+
+  // Page-table permission while resident: data rights up to the ceiling (PKRU narrows them per
+  // thread), execute exactly as `prot` says (keys never restrict instruction fetch).
+  int page_prot() const { return (ceiling & (PROT_READ | PROT_WRITE)) | (prot & PROT_EXEC); }
+
+  bool add_range(MetaArena &arena, uintptr_t start, size_t len);
+  // Removes [start, start+len) from the group's ranges, splitting where needed.
+  bool remove_span(MetaArena &arena, uintptr_t start, size_t len);
+  bool overlaps(uintptr_t start, size_t len) const;
+  bool contains(uintptr_t addr) const;
+  size_t bytes() const;
+};
+
+// PROT_* data bits to key rights. PROT_WRITE implies read on x86.
+inline Rights rights_of(int prot) {
+  if (prot & PROT_WRITE) return Rights::kReadWrite;
+  if (prot & PROT_READ) return Rights::kRead;
+  return Rights::kNone;
+}
+
+// Does `prot` ask for no more than `ceiling` (PROT_WRITE counts as needing a writable ceiling)?
+inline bool within_ceiling(int prot, int ceiling) { return (prot & ~ceiling) == 0; }
+
+}  // namespace mpk

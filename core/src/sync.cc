@@ -1,0 +1,253 @@
+#include "sync.h"
+
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <signal.h>
+#include <sys/ucontext.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "raw_log.h"
+#include "stats.h"
+#include "sys.h"
+
+namespace mpk {
+
+namespace {
+
+constexpr uint32_t kFpXstateMagic1 = 0x46505853u;
+constexpr int kSwBytesOffset = 464;   // struct _fpx_sw_bytes inside the legacy FXSAVE area
+constexpr int kXstateBvOffset = 512;  // XSAVE header: XSTATE_BV
+constexpr int kPkruFeature = 9;
+
+// Points at the PKRU slot of the XSAVE image in a signal frame, marking PKRU present; null if the
+// frame has no usable XSAVE image.
+uint32_t *frame_pkru(void *uctx) {
+  auto *uc = static_cast<ucontext_t *>(uctx);
+  auto *fp = reinterpret_cast<unsigned char *>(uc->uc_mcontext.fpregs);
+  uint32_t off = cpu_info().pkru_xsave_offset;
+  if (!fp || !off) return nullptr;
+  uint32_t magic1;
+  uint64_t xfeatures;
+  std::memcpy(&magic1, fp + kSwBytesOffset, 4);
+  std::memcpy(&xfeatures, fp + kSwBytesOffset + 8, 8);
+  if (magic1 != kFpXstateMagic1 || !(xfeatures & (uint64_t{1} << kPkruFeature))) return nullptr;
+  // A clear XSTATE_BV bit would make sigreturn load PKRU's init value (0: every key open); once we
+  // write the slot the bit must be set so the value we wrote is the one restored.
+  uint64_t bv;
+  std::memcpy(&bv, fp + kXstateBvOffset, 8);
+  if (!(bv & (uint64_t{1} << kPkruFeature))) {
+    uint32_t zero = 0;
+    std::memcpy(fp + off, &zero, 4);
+    bv |= uint64_t{1} << kPkruFeature;
+    std::memcpy(fp + kXstateBvOffset, &bv, 8);
+  }
+  return reinterpret_cast<uint32_t *>(fp + off);
+}
+
+void sync_handler(int, siginfo_t *, void *uctx) {
+  int saved_errno = errno;
+  // Handlers start with the default PKRU (every non-zero key disabled); open the metadata key for
+  // this handler only. sigreturn restores the PKRU in the frame, so this write does not leak.
+  wrpkru(inside_meta(rdpkru()));
+  EngineState *st = g_state.load(std::memory_order_acquire);
+  ThreadRecord *rec = t_self;
+  if (st && !rec) {
+    rec = st->threads.find(sys::gettid());
+    t_self = rec;
+  }
+  if (st && rec) {
+    if (rec->in_lib.load(std::memory_order_seq_cst) == 0) {
+      uint32_t *slot = frame_pkru(uctx);
+      if (!slot) {
+        MPK_LOG(kError, "sync signal: no PKRU in the signal frame; this thread keeps its rights");
+        errno = saved_errno;
+        return;  // no ack: the engine falls back to the page table
+      }
+      uint32_t v = compute_pkru(*st, *slot, rec);
+      *slot = v;
+      rec->shadow.store(v, std::memory_order_relaxed);
+      rec->shadow_known.store(true, std::memory_order_relaxed);
+    }
+    // Inside the engine the thread recomputes its PKRU on the way out (engine.cc: leave()).
+    rec->acks.fetch_add(1, std::memory_order_seq_cst);
+  }
+  errno = saved_errno;
+}
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+// Does thread tid block signal sig? Reads SigBlk from /proc (no allocation).
+bool blocks_signal(int tid, int sig) {
+  char path[64];
+  format_to(path, sizeof path, "/proc/self/task/%d/status", tid);
+  int fd = sys::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[4096];
+  long n = sys::read(fd, buf, sizeof buf - 1);
+  sys::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char *p = std::strstr(buf, "SigBlk:");
+  if (!p) return false;
+  p += 7;
+  while (*p == ' ' || *p == '\t') ++p;
+  uint64_t mask = 0;
+  for (; *p; ++p) {
+    int d = (*p >= '0' && *p <= '9') ? *p - '0' : (*p >= 'a' && *p <= 'f') ? *p - 'a' + 10 : -1;
+    if (d < 0) break;
+    mask = mask << 4 | unsigned(d);
+  }
+  return (mask >> (sig - 1)) & 1u;
+}
+
+}  // namespace
+
+uint32_t compute_pkru(const EngineState &st, uint32_t base, const ThreadRecord *rec) {
+  uint32_t mask = st.managed_mask.load(std::memory_order_acquire);
+  while (mask) {
+    int k = __builtin_ctz(mask);
+    mask &= mask - 1;
+    uint8_t d = rec ? rec->dom[k].load(std::memory_order_acquire) : 0;
+    auto r = d ? static_cast<Rights>(d - 1) : static_cast<Rights>(st.key_rights[k].load(std::memory_order_acquire));
+    base = pkru_with(base, k, r);
+  }
+  return base;
+}
+
+int sync_install(EngineState &st) {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = sync_handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(st.sync_signal, &sa, nullptr) != 0) return -errno;
+  int cmds = sys::membarrier(MEMBARRIER_CMD_QUERY, 0);
+  st.membarrier_ok = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+                     sys::membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
+  if (!st.membarrier_ok) MPK_LOG(kInfo, "membarrier unavailable: syncs wait for each thread's ack");
+  return 0;
+}
+
+void sync_after_fork(EngineState &st) {
+  if (st.membarrier_ok) st.membarrier_ok = sys::membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
+}
+
+void reap_thread(EngineState &st, ThreadRecord *r) {
+  for (int k = 1; k < kHwKeys; ++k)
+    if (r->dom[k].load(std::memory_order_relaxed)) st.cache.unpin(k);
+  st.threads.remove(r);
+}
+
+bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self) {
+  uint32_t bits = 0;
+  for (uint32_t m = keys; m; m &= m - 1) bits |= pkru_mask(__builtin_ctz(m));
+  if (!bits) return true;
+  bump(g_stats.sync_rounds);
+  const int pid = sys::getpid();
+
+  struct Target {
+    ThreadRecord *rec;
+    int tid;
+    uint64_t want_acks;
+  };
+  constexpr int kBatch = 256;
+  Target targets[kBatch];
+  bool ok = true;
+  int hi = 0;  // records scanned so far; the registry is walked in batches of kBatch targets
+
+  // The state was updated and gen bumped before this scan (seq_cst): a thread we skip because it
+  // is inside the engine will see the new gen on its way out and recompute (engine.cc: leave()).
+  for (bool more = true; more;) {
+    int n = 0;
+    more = false;
+    int idx = 0;
+    st.threads.for_each_live([&](ThreadRecord &r) {
+      if (idx++ < hi || more) return;
+      if (n == kBatch) {
+        more = true;
+        return;
+      }
+      ++hi;
+      if (&r == self || r.in_lib.load(std::memory_order_seq_cst) != 0) return;
+      if (r.shadow_known.load(std::memory_order_acquire)) {
+        uint32_t sh = r.shadow.load(std::memory_order_acquire);
+        if ((compute_pkru(st, sh, &r) & bits) == (sh & bits)) return;
+      }
+      int tid = r.tid.load(std::memory_order_acquire);
+      uint64_t sent = r.sent.load(std::memory_order_relaxed);
+      if (sent <= r.acks.load(std::memory_order_acquire)) {
+        // One signal in flight at most: real-time signals queue, and a thread that blocks the
+        // signal must not collect thousands.
+        int rc = sys::tgkill(pid, tid, st.sync_signal);
+        if (rc == -ESRCH) {
+          reap_thread(st, &r);
+          return;
+        }
+        if (rc != 0) {
+          ok = false;
+          return;
+        }
+        r.sent.store(++sent, std::memory_order_relaxed);
+        bump(g_stats.revocation_signals);
+      }
+      targets[n++] = Target{&r, tid, sent};
+    });
+    if (!n) continue;
+    if (st.membarrier_ok) sys::membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+
+    // Wait for the acks. A target that blocks the signal (checked after a grace period: glibc
+    // blocks all signals for short windows itself) or does not answer by the deadline fails.
+    const uint64_t start = now_ns();
+    int pending = n;
+    bool checked_masks = false;
+    while (pending) {
+      pending = 0;
+      for (int i = 0; i < n; ++i) {
+        Target &t = targets[i];
+        if (!t.rec) continue;
+        if (t.rec->acks.load(std::memory_order_seq_cst) >= t.want_acks ||
+            t.rec->tid.load(std::memory_order_acquire) != t.tid) {
+          t.rec = nullptr;
+          continue;
+        }
+        ++pending;
+      }
+      if (!pending) break;
+      uint64_t waited = now_ns() - start;
+      if (waited > 2000000 && !checked_masks) {  // 2 ms
+        checked_masks = true;
+        for (int i = 0; i < n; ++i) {
+          Target &t = targets[i];
+          if (!t.rec) continue;
+          if (sys::tgkill(pid, t.tid, 0) == -ESRCH) {
+            if (t.rec->tid.load() == t.tid) reap_thread(st, t.rec);
+            t.rec = nullptr;
+          } else if (blocks_signal(t.tid, st.sync_signal)) {
+            MPK_LOG(kDebug, "thread %d blocks the sync signal", t.tid);
+            ok = false;
+            t.rec = nullptr;
+          }
+        }
+        continue;
+      }
+      if (waited > 200000000) {  // 200 ms: stopped or traced threads
+        for (int i = 0; i < n; ++i)
+          if (targets[i].rec) MPK_LOG(kWarn, "thread %d did not answer a sync", targets[i].tid);
+        ok = false;
+        break;
+      }
+      sys::sched_yield();
+    }
+  }
+  if (!ok) bump(g_stats.sync_fallbacks);
+  return ok;
+}
+
+}  // namespace mpk

@@ -1,0 +1,29 @@
+// sync.h - making every thread's PKRU agree with the engine's state.
+//
+// Grants and revocations of a key must hold in every thread before the engine returns. The engine
+// updates the state (key_rights, domains), bumps `gen`, then sync_keys() signals exactly the threads
+// whose shadow PKRU differs from what they should now hold, with tgkill, and calls
+// membarrier(PRIVATE_EXPEDITED) so that running targets pass through the kernel at once. Each target's
+// handler rewrites the PKRU saved in its signal frame (sigreturn restores it) and acks. sync_keys()
+// returns once every target acked, exited, or was found unable to take the signal (it blocks it,
+// or does not answer within the deadline): those are counted as failures and the caller moves the
+// affected group back to the page table, which the kernel enforces for all threads at once.
+#pragma once
+
+#include <cstdint>
+
+#include "engine_state.h"
+
+namespace mpk {
+
+// Installs the handler for st.sync_signal and registers for membarrier. Returns 0 or -errno.
+int sync_install(EngineState &st);
+// Re-registers what a fork child needs.
+void sync_after_fork(EngineState &st);
+// Caller holds g_lock and has already updated the state and bumped st.gen. `keys` is a bit mask
+// of hardware keys. Returns true when every other live thread now holds the rights the state says.
+bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self);
+// Drops a thread's domain pins and frees its record (thread gone). Caller holds g_lock.
+void reap_thread(EngineState &st, ThreadRecord *r);
+
+}  // namespace mpk
