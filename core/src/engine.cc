@@ -265,17 +265,21 @@ void configure_logging() {
   log_configure(level, 2);
 }
 
-// fork: the child has one thread. Hold the lock across fork so the state is consistent.
+// fork: the child has one thread. The forking thread holds the lock across fork (inside the
+// engine, like a Section) so the child inherits a consistent state; both sides leave through
+// leave(), which writes their PKRU from the state.
 void atfork_prepare() {
-  if (!state()) return;
+  EngineState *st = state();
+  if (!st) return;
   wrpkru(inside_meta(rdpkru()));
+  if (ThreadRecord *rec = self_record(*st)) rec->in_lib.fetch_add(1, std::memory_order_seq_cst);
   pthread_mutex_lock(&g_lock);
 }
 void atfork_parent() {
   EngineState *st = state();
   if (!st) return;
   pthread_mutex_unlock(&g_lock);
-  wrpkru(outside_meta(rdpkru()));
+  leave(*st, t_self);
 }
 void atfork_child() {
   EngineState *st = state();
@@ -287,7 +291,7 @@ void atfork_child() {
   if (self) self->tid.store(sys::gettid(), std::memory_order_seq_cst);
   sync_after_fork(*st);
   pthread_mutex_unlock(&g_lock);
-  wrpkru(outside_meta(rdpkru()));
+  leave(*st, self);
 }
 
 void thread_exit_destructor(void *) { engine_thread_exit(); }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "libc_real.h"
 #include "raw_log.h"
 #include "stats.h"
 #include "sys.h"
@@ -127,12 +128,31 @@ int sync_install(EngineState &st) {
   sa.sa_sigaction = sync_handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigemptyset(&sa.sa_mask);
-  if (sigaction(st.sync_signal, &sa, nullptr) != 0) return -errno;
+  if (real_sigaction(st.sync_signal, &sa, nullptr) != 0) return -errno;
+  // Handlers installed before now get the sync signal added to their mask (sync_mask_handler()).
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction old;
+    if (sig == st.sync_signal || sig == SIGKILL || sig == SIGSTOP || real_sigaction(sig, nullptr, &old) != 0)
+      continue;
+    if (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN) continue;
+    sigaddset(&old.sa_mask, st.sync_signal);
+    real_sigaction(sig, &old, nullptr);
+  }
   int cmds = sys::membarrier(MEMBARRIER_CMD_QUERY, 0);
   st.membarrier_ok = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
                      sys::membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
   if (!st.membarrier_ok) MPK_LOG(kInfo, "membarrier unavailable: syncs wait for each thread's ack");
   return 0;
+}
+
+int sync_signal_number() {
+  EngineState *st = g_state.load(std::memory_order_acquire);
+  return st ? st->sync_signal : 0;
+}
+
+void sync_mask_handler(struct sigaction *act) {
+  int sig = sync_signal_number();
+  if (sig && act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN) sigaddset(&act->sa_mask, sig);
 }
 
 void sync_after_fork(EngineState &st) {

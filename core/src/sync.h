@@ -10,6 +10,8 @@
 // affected group back to the page table, which the kernel enforces for all threads at once.
 #pragma once
 
+#include <signal.h>
+
 #include <cstdint>
 
 #include "engine_state.h"
@@ -18,6 +20,14 @@ namespace mpk {
 
 // Installs the handler for st.sync_signal and registers for membarrier. Returns 0 or -errno.
 int sync_install(EngineState &st);
+// The program's own signal handlers run with the sync signal blocked. A handler starts with the
+// default PKRU and its sigreturn restores the PKRU saved when it was entered; a sync taken inside it
+// would edit only the handler's frame and be undone on return. Blocked, the sync signal is taken
+// right after the handler returns, in the interrupted context, whose PKRU is the one that lasts.
+// sync_install() applies this to handlers that exist; sync_mask_handler() to a new one.
+void sync_mask_handler(struct sigaction *act);
+// The sync signal, or 0 before initialisation.
+int sync_signal_number();
 // Re-registers what a fork child needs.
 void sync_after_fork(EngineState &st);
 // Caller holds g_lock and has already updated the state and bumped st.gen. `keys` is a bit mask
