@@ -7,14 +7,9 @@
 
 #include "pkey_test_util.h"
 
-using mpkt::Group;
-using mpkt::HasExactly;
-using mpkt::PkruCheck;
-using mpkt::SyscallsHaveExactly;
-using mpkt::Worker;
+using namespace mpkt;
 
 namespace {
-constexpr int RW = PROT_READ | PROT_WRITE;
 constexpr int kRotation[3] = {PROT_NONE, PROT_READ, RW};
 
 uint8_t Pattern(int group, int page) { return static_cast<uint8_t>(group * 31 + page * 7 + 1); }

@@ -8,14 +8,9 @@
 
 #include "pkey_test_util.h"
 
-using mpkt::Group;
-using mpkt::HasExactly;
-using mpkt::PkruCheck;
-using mpkt::SyscallsHaveExactly;
-using mpkt::Worker;
+using namespace mpkt;
 
 namespace {
-constexpr int RW = PROT_READ | PROT_WRITE;
 
 // In the child: report a failed step on stderr and exit with its number.
 #define CHILD_CHECK(step, cond)                                                          \

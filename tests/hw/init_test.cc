@@ -8,6 +8,8 @@
 
 #include "pkey_test_util.h"
 
+using mpkt::RW;
+
 namespace {
 
 constexpr const char *kChildEnv = "MPK_HW_TEST_CHILD";
@@ -21,7 +23,6 @@ int EpermChildMain() {
     fprintf(stderr, "%s %s (errno %d: %s)\n", ok ? "ok  " : "FAIL", what, e, strerror(e));
     if (!ok) fails++;
   };
-  const int RW = PROT_READ | PROT_WRITE;
   errno = 0;
   void *p = mpk_mmap(7, nullptr, 4096, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   expect("mpk_mmap before mpk_init -> MAP_FAILED, EPERM", p == MAP_FAILED && errno == EPERM);
@@ -150,7 +151,6 @@ TEST(Init, RejectsEvictRateOutsideZeroToHundred) {
 
 TEST(Errors, NegativeVkeyIsEinval) {
   MPK_HW_SETUP(100);
-  const int RW = PROT_READ | PROT_WRITE;
   for (int v : {-1, -2, INT32_MIN}) {
     SCOPED_TRACE("vkey " + std::to_string(v));
     errno = 0;
@@ -197,7 +197,6 @@ TEST(Errors, UnknownVkeyIsEinval) {
 
 TEST(Errors, BadArgumentsAreEinval) {
   MPK_HW_SETUP(100);
-  const int RW = PROT_READ | PROT_WRITE;
   const int v = mpkt::FreshVkey();
   errno = 0;
   EXPECT_EQ(mpk_mmap(v, nullptr, 0, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), MAP_FAILED)

@@ -8,14 +8,9 @@
 
 #include "pkey_test_util.h"
 
-using mpkt::Group;
-using mpkt::HasExactly;
-using mpkt::PkruCheck;
-using mpkt::SyscallsHaveExactly;
-using mpkt::Worker;
+using namespace mpkt;
 
 namespace {
-constexpr int RW = PROT_READ | PROT_WRITE;
 
 struct Block {
   uint8_t *p;

@@ -5,14 +5,9 @@
 
 #include "pkey_test_util.h"
 
-using mpkt::Group;
-using mpkt::HasExactly;
-using mpkt::PkruCheck;
-using mpkt::SyscallsHaveExactly;
-using mpkt::Worker;
+using namespace mpkt;
 
 namespace {
-constexpr int RW = PROT_READ | PROT_WRITE;
 
 // Opens RW domains on fresh groups until one owns hardware key k or mpk_begin reports EBUSY
 // (every key pinned). Returns the group with key k with its domain still open in the calling

@@ -253,19 +253,22 @@ void install_probe_handler() {
   });
 }
 
+// Fills *f (if given) with the fault the last probe took, if the thread's fault count moved.
+static void record_probe_fault(uint64_t before, Fault *f) {
+  if (!f) return;
+  *f = Fault{};
+  if (t_faults.count == before) return;
+  f->faulted = true;
+  f->fault_code = t_faults.fault_code;
+  f->fault_pkey = t_faults.fault_pkey;
+  f->fault_addr = t_faults.fault_addr;
+}
+
 int probe_read(const void *p, Fault *f) {
   uint64_t before = t_faults.count;
   int v = mpkt_probe_read(p);
   asm volatile("" ::: "memory");
-  if (f) {
-    *f = Fault{};
-    if (t_faults.count != before) {
-      f->faulted = true;
-      f->fault_code = t_faults.fault_code;
-      f->fault_pkey = t_faults.fault_pkey;
-      f->fault_addr = t_faults.fault_addr;
-    }
-  }
+  record_probe_fault(before, f);
   return v;
 }
 
@@ -273,15 +276,7 @@ bool probe_write(void *p, uint8_t v, Fault *f) {
   uint64_t before = t_faults.count;
   int ok = mpkt_probe_write(p, v);
   asm volatile("" ::: "memory");
-  if (f) {
-    *f = Fault{};
-    if (t_faults.count != before) {
-      f->faulted = true;
-      f->fault_code = t_faults.fault_code;
-      f->fault_pkey = t_faults.fault_pkey;
-      f->fault_addr = t_faults.fault_addr;
-    }
-  }
+  record_probe_fault(before, f);
   return ok != 0;
 }
 

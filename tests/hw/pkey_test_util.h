@@ -31,6 +31,8 @@
 
 namespace mpkt {
 
+constexpr int RW = PROT_READ | PROT_WRITE;
+
 inline constexpr const char *kSkipReason =
     "CPU lacks PKU (CPUID.7:ECX.PKU=0) or kernel lacks pkeys: the emulated run (mpk_hw_tests_qemu) "
     "covers it";

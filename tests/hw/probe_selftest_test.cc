@@ -7,12 +7,8 @@
 
 #include "pkey_test_util.h"
 
-using mpkt::HasExactly;
-using mpkt::PkruCheck;
+using namespace mpkt;
 
-namespace {
-constexpr int RW = PROT_READ | PROT_WRITE;
-}
 
 class ProbeSelfTest : public mpkt::MpkHwTest {};
 

@@ -9,14 +9,9 @@
 
 #include "pkey_test_util.h"
 
-using mpkt::Group;
-using mpkt::HasExactly;
-using mpkt::PkruCheck;
-using mpkt::SyscallsHaveExactly;
-using mpkt::Worker;
+using namespace mpkt;
 
 namespace {
-constexpr int RW = PROT_READ | PROT_WRITE;
 inline void cpu_relax() { asm volatile("pause" ::: "memory"); }
 }  // namespace
 

@@ -6,13 +6,9 @@
 
 #include "pkey_test_util.h"
 
-using mpkt::HasExactly;
-using mpkt::PkruCheck;
-using mpkt::SyscallsHaveExactly;
-using mpkt::Worker;
+using namespace mpkt;
 
 namespace {
-constexpr int RW = PROT_READ | PROT_WRITE;
 constexpr int kRotation[3] = {PROT_NONE, PROT_READ, RW};
 }  // namespace
 

@@ -7,13 +7,8 @@
 
 #include "pkey_test_util.h"
 
-using mpkt::Group;
-using mpkt::HasExactly;
-using mpkt::PkruCheck;
+using namespace mpkt;
 
-namespace {
-constexpr int RW = PROT_READ | PROT_WRITE;
-}
 
 class Threads : public mpkt::MpkHwTest {};
 
