@@ -61,9 +61,9 @@ void leave(EngineState &st, ThreadRecord *rec) {
   for (;;) {
     uint64_t g1 = st.gen.load(std::memory_order_seq_cst);
     uint32_t v = outside_meta(compute_pkru(st, rdpkru(), rec));
-    rec->shadow.store(v, std::memory_order_seq_cst);
-    rec->shadow_known.store(true, std::memory_order_seq_cst);
-    rec->in_lib.store(0, std::memory_order_seq_cst);
+    rec->shadow.store(v, std::memory_order_release);
+    rec->shadow_known.store(true, std::memory_order_release);
+    rec->in_lib.store(0, std::memory_order_seq_cst);  // the StoreLoad fence before gen is re-read
     wrpkru(v);
     if (st.gen.load(std::memory_order_seq_cst) == g1) return;
     wrpkru(inside_meta(v));
@@ -78,7 +78,12 @@ struct Section {
   explicit Section(EngineState &s) : st(s) {
     wrpkru(inside_meta(rdpkru()));
     rec = self_record(st);
-    if (rec) rec->in_lib.fetch_add(1, std::memory_order_seq_cst);
+    // Only this thread writes its in_lib; its own sync handler is the reader that must see it
+    // (revokers hold the lock, and leave() orders the way out).
+    if (rec) {
+      rec->in_lib.store(rec->in_lib.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
   }
   ~Section() { leave(st, rec); }
   Section(const Section &) = delete;
@@ -444,7 +449,7 @@ int engine_begin(int vkey, int prot) {
     if (!k) return -EBUSY;
   }
   if (!s.rec->dom[k].load(std::memory_order_relaxed)) st->cache.pin(k);
-  s.rec->dom[k].store(static_cast<uint8_t>(rights_of(prot)) + 1, std::memory_order_seq_cst);
+  s.rec->dom[k].store(static_cast<uint8_t>(rights_of(prot)) + 1, std::memory_order_release);
   st->cache.touch(k, ++st->tick);
   return 0;
 }
@@ -461,7 +466,7 @@ int engine_end(int vkey) {
   int k = g->hw_key;
   if (!k || !s.rec->dom[k].load(std::memory_order_relaxed)) return -EINVAL;  // no open domain
   bump(g_stats.end_calls);
-  s.rec->dom[k].store(0, std::memory_order_seq_cst);
+  s.rec->dom[k].store(0, std::memory_order_release);
   st->cache.unpin(k);
   return 0;
 }
