@@ -628,4 +628,20 @@ int WaitChild(pid_t pid, int timeout_seconds) {
   }
 }
 
+void ExpectUnknownVkey(int v) {
+  SCOPED_TRACE("vkey " + std::to_string(v));
+  errno = 0;
+  EXPECT_EQ(mpk_munmap(v), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(mpk_begin(v, PROT_READ), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(mpk_end(v), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(mpk_mprotect(v, PROT_READ), -1);
+  EXPECT_EQ(errno, EINVAL);
+}
+
 }  // namespace mpkt

@@ -183,6 +183,10 @@ bool WaitFor(const std::function<bool()> &pred, std::chrono::milliseconds timeou
 
 // A vkey no other test in this process uses.
 int FreshVkey();
+
+// Expects mpk_munmap, mpk_begin, mpk_end and mpk_mprotect on vkey v each to fail with EINVAL
+// (a negative vkey, or one that was never created or is gone).
+void ExpectUnknownVkey(int v);
 constexpr size_t kPage = 4096;
 
 // mpk_mmap(vkey, NULL, pages*4096, prot, MAP_PRIVATE|MAP_ANONYMOUS) with a check; mpk_munmap at
