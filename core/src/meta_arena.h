@@ -27,7 +27,6 @@ class MetaArena {
     return a >= base_ && a < base_ + kReserve;
   }
   uintptr_t base() const { return base_; }
-  size_t used() const { return bump_; }
 
  private:
   struct FreeBlock { FreeBlock *next; };

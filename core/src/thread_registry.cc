@@ -51,12 +51,6 @@ void ThreadRegistry::remove(ThreadRecord *r) {
   r->tid.store(0, std::memory_order_release);
 }
 
-int ThreadRegistry::live_count() const {
-  int n = 0;
-  for_each_live([&](ThreadRecord &) { ++n; });
-  return n;
-}
-
 int ThreadRegistry::adopt_all_tasks() {
   int fd = sys::open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return fd;

@@ -49,7 +49,6 @@ class ThreadRegistry {
     for (int i = 0; i < hi; ++i)
       if (records_[i].tid.load(std::memory_order_acquire) > 0) f(records_[i]);
   }
-  int live_count() const;
 
  private:
   ThreadRecord *records_ = nullptr;

@@ -384,6 +384,18 @@ void check_fault(std::ostringstream &err, const char *what, const Fault &f, cons
 }
 }  // namespace
 
+// Appends to err what the kernel allowed, in system calls, that differs from want_r/want_w.
+static void check_syscall_access(void *p, bool want_r, bool want_w, std::ostringstream &err) {
+  int sr = sys_read_access(p);
+  int sw = sys_write_access(p);
+  if (want_r ? sr != 0 : sr != EFAULT)
+    err << "  read access in a syscall (pwrite from the page): " << (sr ? strerror(sr) : "ok")
+        << ", expected " << (want_r ? "ok" : "EFAULT") << "\n";
+  if (want_w ? sw != 0 : sw != EFAULT)
+    err << "  write access in a syscall (pread into the page): " << (sw ? strerror(sw) : "ok")
+        << ", expected " << (want_w ? "ok" : "EFAULT") << "\n";
+}
+
 ::testing::AssertionResult HasExactly(void *p, int prot, PkruCheck pkru, int key) {
   std::ostringstream err;
   if (key == kLookUpKey) key = pkey_of(p);
@@ -413,14 +425,7 @@ void check_fault(std::ostringstream &err, const char *what, const Fault &f, cons
   if (faults != static_cast<uint64_t>(expected_faults))
     err << "  " << faults << " faults recorded for " << expected_faults << " failed probes\n";
 
-  int sr = sys_read_access(p);
-  int sw = sys_write_access(p);
-  if (want_r ? sr != 0 : sr != EFAULT)
-    err << "  read access in a syscall (pwrite from the page): " << (sr ? strerror(sr) : "ok")
-        << ", expected " << (want_r ? "ok" : "EFAULT") << "\n";
-  if (want_w ? sw != 0 : sw != EFAULT)
-    err << "  write access in a syscall (pread into the page): " << (sw ? strerror(sw) : "ok")
-        << ", expected " << (want_w ? "ok" : "EFAULT") << "\n";
+  check_syscall_access(p, want_r, want_w, err);
 
   if (key > 0 && pkru != PkruCheck::kSkip) {
     uint32_t reg = rdpkru();
@@ -446,14 +451,7 @@ void check_fault(std::ostringstream &err, const char *what, const Fault &f, cons
 ::testing::AssertionResult SyscallsHaveExactly(void *p, int prot) {
   std::ostringstream err;
   const bool want_r = prot & PROT_READ, want_w = prot & PROT_WRITE;
-  int sr = sys_read_access(p);
-  int sw = sys_write_access(p);
-  if (want_r ? sr != 0 : sr != EFAULT)
-    err << "  read access in a syscall (pwrite from the page): " << (sr ? strerror(sr) : "ok")
-        << ", expected " << (want_r ? "ok" : "EFAULT") << "\n";
-  if (want_w ? sw != 0 : sw != EFAULT)
-    err << "  write access in a syscall (pread into the page): " << (sw ? strerror(sw) : "ok")
-        << ", expected " << (want_w ? "ok" : "EFAULT") << "\n";
+  check_syscall_access(p, want_r, want_w, err);
   std::string e = err.str();
   if (e.empty()) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "thread " << syscall(SYS_gettid) << ", address " << p
