@@ -44,7 +44,7 @@ void *trampoline(void *p) {
   void *(*routine)(void *) = a->routine;
   void *arg = a->arg;
   a->busy.store(false, std::memory_order_release);
-  mpk::engine_thread_start();
+  mpk::engine_thread_start(reinterpret_cast<uintptr_t>(routine));
   return routine(arg);
 }
 

@@ -8,10 +8,16 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace mpk {
 
+// Settings that take precedence over MPK_KEY_BUDGET / MPK_SYNC_SIGNAL; call before engine_init().
+// Out-of-range values are ignored.
+void engine_set_options(int key_budget, int sync_signal);
 int engine_init(int evict_rate);
+// A copy of size bytes in the metadata arena (write-protected outside the engine), or nullptr.
+void *engine_meta_copy(const void *src, size_t size);
 bool engine_ready();
 void *engine_mmap(int vkey, void *addr, size_t len, int prot, int flags, int fd, off_t off, int *err);
 int engine_munmap(int vkey);
@@ -22,7 +28,7 @@ void *engine_malloc(int vkey, size_t size, int *err);
 int engine_free(int vkey, void *p);
 
 // Thread lifecycle: called in a new thread before its start routine, and at its exit.
-void engine_thread_start();
+void engine_thread_start(uintptr_t start_routine);
 void engine_thread_exit();
 
 // Snapshot of the counters and gauges as JSON; returns its length.

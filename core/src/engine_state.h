@@ -40,6 +40,12 @@ struct EngineState {
   int keys_taken = 0;
   int sync_signal = 0;
   bool membarrier_ok = false;
+  // Grants reach other threads lazily: only revocations signal, and a thread that faults on a
+  // right it holds is repaired by the fault handler (lazy_grant() in sync.h). The shim's mode.
+  bool lazy_grants = false;
+  // Keys whose grants are eager even with lazy_grants (isolated groups: a thread granted by another
+  // thread's action must not meet EFAULT in its system calls).
+  std::atomic<uint32_t> eager_mask{0};
   pthread_key_t exit_key{};
 };
 

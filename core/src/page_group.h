@@ -32,10 +32,23 @@ struct PageGroup {
   uint32_t nranges = 0;
   uint32_t cap_ranges = 0;
   Heap *heap = nullptr;
+  // Execute rights: exact (page table follows prot's PROT_EXEC, a system call per change) or at the
+  // ceiling (the shim's RW<->RX toggles: pages stay executable, writes are governed by the key).
+  bool exec_exact = true;
+  // Legacy mprotect emulation (legacy.h): the group stands for one range the program toggles.
+  bool legacy = false;
+  int16_t region = -1;     // policy region index, -1 for the defaults
+  uint64_t toggles = 0;    // mprotect calls served for it
+  // Isolation (isolation.h): per-thread rights on a pinned key; audit logs instead of stopping.
+  bool isolate = false;
+  bool audit = false;
 
   // Page-table permission while resident: data rights up to the ceiling (PKRU narrows them per
-  // thread), execute exactly as `prot` says (keys never restrict instruction fetch).
-  int page_prot() const { return (ceiling & (PROT_READ | PROT_WRITE)) | (prot & PROT_EXEC); }
+  // thread); execute exactly as `prot` says (keys never restrict instruction fetch), or the
+  // ceiling's when exec is not exact.
+  int page_prot() const {
+    return exec_exact ? (ceiling & (PROT_READ | PROT_WRITE)) | (prot & PROT_EXEC) : ceiling;
+  }
 
   bool add_range(MetaArena &arena, uintptr_t start, size_t len);
   // Removes [start, start+len) from the group's ranges, splitting where needed.

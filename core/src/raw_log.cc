@@ -78,6 +78,8 @@ void log_configure(LogLevel level, int fd) {
   g_fd.store(fd, std::memory_order_relaxed);
 }
 
+void log_write(const char *buf, int n) { sys::write(g_fd.load(std::memory_order_relaxed), buf, n); }
+
 LogLevel log_level() { return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed)); }
 
 int format_to(char *buf, int cap, const char *fmt, ...) {

@@ -11,6 +11,8 @@ enum class LogLevel : int { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
 void log_configure(LogLevel level, int fd);
 LogLevel log_level();
+// Writes a preformatted record (e.g. a JSON line) to the log's destination.
+void log_write(const char *buf, int n);
 void raw_log(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // Formats into buf (always NUL-terminated); returns the length. Async-signal-safe.

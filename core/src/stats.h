@@ -23,7 +23,15 @@
   X(threads_registered, "threads registered")                                     \
   X(heap_allocs, "mpk_malloc allocations")                                        \
   X(heap_frees, "mpk_free calls")                                                 \
-  X(bad_frees, "invalid or double mpk_free calls")
+  X(bad_frees, "invalid or double mpk_free calls")                                \
+  X(legacy_calls, "mprotect calls seen by the shim")                              \
+  X(legacy_emulated, "mprotect calls served by PKRU")                             \
+  X(legacy_passthrough, "mprotect calls passed to the kernel")                    \
+  X(promotions, "ranges promoted to page groups")                                 \
+  X(dissolves, "page groups given back to the page table")                        \
+  X(lazy_grants, "faults repaired by a lazy grant")                               \
+  X(efault_repairs, "system calls retried after an EFAULT repair")                \
+  X(violations, "protection faults that were the program's own")
 
 namespace mpk {
 

@@ -108,7 +108,74 @@ bool blocks_signal(int tid, int sig) {
   return (mask >> (sig - 1)) & 1u;
 }
 
+// Does PKRU `have` give more access than `want` on any key in `keys`?
+bool holds_more(uint32_t have, uint32_t want, uint32_t keys) {
+  for (; keys; keys &= keys - 1) {
+    int k = __builtin_ctz(keys);
+    if (pkru_rights(have, k) > pkru_rights(want, k)) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+bool frame_pkru_read(void *uctx, uint32_t *out) {
+  uint32_t *slot = frame_pkru(uctx);
+  if (!slot) return false;
+  *out = *slot;
+  return true;
+}
+
+void frame_pkru_write(void *uctx, uint32_t v) {
+  if (uint32_t *slot = frame_pkru(uctx)) *slot = v;
+}
+
+bool lazy_grant(int key, void *uctx) {
+  EngineState *st = g_state.load(std::memory_order_acquire);
+  if (!st || key <= 0 || key >= kHwKeys || !(st->managed_mask.load(std::memory_order_acquire) & (1u << key)))
+    return false;
+  // The handler runs with the default PKRU: open the metadata key to read the state; sigreturn
+  // restores the frame's PKRU, so this does not outlive the handler.
+  uint32_t entry = rdpkru();
+  wrpkru(inside_meta(entry));
+  ThreadRecord *rec = t_self;
+  if (!rec) {
+    rec = st->threads.find(sys::gettid());
+    t_self = rec;
+  }
+  bool granted = false;
+  if (uint32_t *slot = frame_pkru(uctx)) {
+    uint32_t want = compute_pkru(*st, *slot, rec);
+    if (pkru_rights(want, key) > pkru_rights(*slot, key)) {
+      *slot = want;
+      if (rec && rec->in_lib.load(std::memory_order_relaxed) == 0) {
+        rec->shadow.store(want, std::memory_order_relaxed);
+        rec->shadow_known.store(true, std::memory_order_release);
+      }
+      bump(g_stats.lazy_grants);
+      granted = true;
+    }
+  }
+  wrpkru(entry);
+  return granted;
+}
+
+void adopt_thread_rights() {
+  EngineState *st = g_state.load(std::memory_order_acquire);
+  if (!st) return;
+  uint32_t entry = rdpkru();
+  wrpkru(inside_meta(entry));
+  ThreadRecord *rec = t_self;
+  if (!rec) rec = st->threads.find(sys::gettid());
+  uint32_t v = outside_meta(compute_pkru(*st, entry, rec));
+  // The shadow must never hold less than the thread may now run with (a revoker skips threads
+  // whose shadow already holds no more than the new rights).
+  if (rec && rec->in_lib.load(std::memory_order_relaxed) == 0) {
+    rec->shadow.store(v, std::memory_order_relaxed);
+    rec->shadow_known.store(true, std::memory_order_release);
+  }
+  wrpkru(v);
+}
 
 uint32_t compute_pkru(const EngineState &st, uint32_t base, const ThreadRecord *rec) {
   uint32_t mask = st.managed_mask.load(std::memory_order_acquire);
@@ -116,6 +183,7 @@ uint32_t compute_pkru(const EngineState &st, uint32_t base, const ThreadRecord *
     int k = __builtin_ctz(mask);
     mask &= mask - 1;
     uint8_t d = rec ? rec->dom[k].load(std::memory_order_acquire) : 0;
+    if (!d && rec) d = rec->iso[k].load(std::memory_order_acquire);
     auto r = d ? static_cast<Rights>(d - 1) : static_cast<Rights>(st.key_rights[k].load(std::memory_order_acquire));
     base = pkru_with(base, k, r);
   }
@@ -198,7 +266,12 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self) {
       if (&r == self || r.in_lib.load(std::memory_order_seq_cst) != 0) return;
       if (r.shadow_known.load(std::memory_order_acquire)) {
         uint32_t sh = r.shadow.load(std::memory_order_acquire);
-        if ((compute_pkru(st, sh, &r) & bits) == (sh & bits)) return;
+        uint32_t want = compute_pkru(st, sh, &r);
+        if ((want & bits) == (sh & bits)) return;
+        // Lazy grants: a thread that holds no more than it should is left alone; its next access
+        // faults and lazy_grant() repairs it.
+        if (st.lazy_grants && !(keys & st.eager_mask.load(std::memory_order_acquire)) && !holds_more(sh, want, keys))
+          return;
       }
       int tid = r.tid.load(std::memory_order_acquire);
       uint64_t sent = r.sent.load(std::memory_order_relaxed);

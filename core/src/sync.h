@@ -33,6 +33,18 @@ void sync_after_fork(EngineState &st);
 // Caller holds g_lock and has already updated the state and bumped st.gen. `keys` is a bit mask
 // of hardware keys. Returns true when every other live thread now holds the rights the state says.
 bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self);
+// The PKRU saved in a signal frame (restored by sigreturn). False / no-op without an XSAVE image.
+bool frame_pkru_read(void *uctx, uint32_t *out);
+void frame_pkru_write(void *uctx, uint32_t v);
+// Fault handler helper (lazy grants): a protection fault on hardware key `key` in the thread whose
+// signal frame is `uctx`. If the state gives this thread more access on the key than the PKRU saved
+// in the frame, rewrites the frame's PKRU (the access is retried on sigreturn) and returns true.
+// False: the fault is the program's own. Async-signal-safe.
+bool lazy_grant(int key, void *uctx);
+// For a program's signal handler (which starts with the default PKRU): gives the calling thread the
+// rights the state says it holds on the engine's keys; other keys keep the handler's defaults, as
+// without the engine. Async-signal-safe.
+void adopt_thread_rights();
 // Drops a thread's domain pins and frees its record (thread gone). Caller holds g_lock.
 void reap_thread(EngineState &st, ThreadRecord *r);
 

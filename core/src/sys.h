@@ -31,6 +31,9 @@ inline void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
   return reinterpret_cast<void *>(raw(SYS_mmap, (long)addr, (long)len, prot, flags, fd, off));
 }
 inline bool mmap_failed(void *p) { return failed(reinterpret_cast<long>(p)); }
+inline void *mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr) {
+  return reinterpret_cast<void *>(raw(SYS_mremap, (long)old, (long)old_len, (long)new_len, flags, (long)new_addr));
+}
 inline int munmap(void *addr, size_t len) { return (int)raw(SYS_munmap, (long)addr, (long)len); }
 inline int mprotect(void *addr, size_t len, int prot) {
   return (int)raw(SYS_mprotect, (long)addr, (long)len, prot);

@@ -48,6 +48,10 @@ void ThreadRegistry::remove(ThreadRecord *r) {
   r->sent.store(0, std::memory_order_relaxed);
   r->acks.store(0, std::memory_order_relaxed);
   for (auto &d : r->dom) d.store(0, std::memory_order_relaxed);
+  for (auto &d : r->iso) d.store(0, std::memory_order_relaxed);
+  for (char &c : r->name) c = 0;
+  r->start_routine = 0;
+  r->start_sym[0] = '\0';
   r->tid.store(0, std::memory_order_release);
 }
 

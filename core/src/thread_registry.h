@@ -9,6 +9,7 @@
 //   in_lib   non-zero while the thread is inside the engine; a sync signal then only acks, and
 //            the thread recomputes its PKRU on the way out (engine.h: the exit protocol)
 //   sent/acks  sync signals sent to it and handled by it: sent > acks means one is in flight
+//   iso[k]   the thread's right on an isolated group's key k (isolation.h), name, start_routine
 #pragma once
 
 #include <atomic>
@@ -28,6 +29,12 @@ struct ThreadRecord {
   std::atomic<uint64_t> sent{0};
   std::atomic<uint64_t> acks{0};
   std::atomic<uint8_t> dom[kHwKeys] = {};
+  // Isolation (isolation.h): the thread's own right on an isolated group's key, Rights + 1; 0 none.
+  // A domain (dom) takes precedence.
+  std::atomic<uint8_t> iso[kHwKeys] = {};
+  char name[16] = {};          // the thread's name (comm) as last read, for policies and reports
+  uintptr_t start_routine = 0; // the routine it was created with (0: not seen)
+  char start_sym[96] = {};     // its name as the policy sees it ("" unknown)
 };
 
 class ThreadRegistry {

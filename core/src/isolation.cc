@@ -1,0 +1,162 @@
+#include "isolation.h"
+
+#include <fcntl.h>
+#include <sys/ucontext.h>
+
+#include <atomic>
+
+#include "engine_internal.h"
+#include "raw_log.h"
+#include "stats.h"
+#include "sync.h"
+#include "sys.h"
+
+namespace mpk {
+
+namespace {
+
+constinit IsolationHooks g_hooks;
+constinit std::atomic<int> g_isolated{0};  // isolated groups alive
+// The key an audit step opened in this thread (0: none).
+thread_local int t_step_key __attribute__((tls_model("initial-exec"))) = 0;
+
+constexpr unsigned long kTrapFlag = 0x100;
+
+void read_comm(int tid, char *name) {
+  char path[64];
+  format_to(path, sizeof path, "/proc/self/task/%d/comm", tid);
+  int fd = sys::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[32];
+  long n = sys::read(fd, buf, sizeof buf - 1);
+  sys::close(fd);
+  if (n <= 0) return;
+  int len = 0;
+  while (len < n && len < 15 && buf[len] != '\n') ++len;
+  for (int i = 0; i < 16; ++i) name[i] = i < len ? buf[i] : '\0';
+}
+
+uint8_t right_for(const PageGroup &g, const ThreadRecord &r) {
+  int right = g_hooks.thread_right ? g_hooks.thread_right(g.region, r.name, r.start_sym[0] ? r.start_sym : nullptr) : 0;
+  return static_cast<uint8_t>((right <= 0 ? 0 : right == 1 ? 1 : 2) + 1);
+}
+
+// Applies the policy of every isolated group to r. Returns the keys whose right changed for r.
+uint32_t apply(EngineState &st, ThreadRecord &r) {
+  uint32_t changed = 0;
+  for (int k = 1; k < kHwKeys; ++k) {
+    PageGroup *g = st.cache.owner(k);
+    if (!g || !g->isolate) continue;
+    uint8_t v = right_for(*g, r);
+    if (r.iso[k].exchange(v, std::memory_order_acq_rel) != v) changed |= 1u << k;
+  }
+  return changed;
+}
+
+}  // namespace
+
+void isolation_set_hooks(const IsolationHooks &hooks) { g_hooks = hooks; }
+bool isolation_any() { return g_isolated.load(std::memory_order_acquire) > 0; }
+
+void isolation_forget(PageGroup &g) {
+  if (g.isolate) g_isolated.fetch_sub(1, std::memory_order_release);
+}
+
+PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t len, int prot, int region,
+                           bool audit, ThreadRecord *self) {
+  PageGroup *g = new_group(st, vkey);
+  if (!g) return nullptr;
+  g->legacy = true;
+  g->isolate = true;
+  g->audit = audit;
+  g->region = static_cast<int16_t>(region);
+  g->exec_exact = true;
+  g->ceiling = prot;
+  g->prot = prot;
+  if (!g->add_range(g_arena, start, len)) {
+    delete_group(st, g);
+    return nullptr;
+  }
+  // Nobody but this thread knows the address yet, so the order inside is free: take a key, then
+  // give every thread its own right and the rest the default.
+  int k = load(st, *g, /*may_evict=*/true, self);
+  if (!k) {
+    delete_group(st, g);
+    return nullptr;
+  }
+  st.cache.pin(k);
+  st.eager_mask.fetch_or(1u << k, std::memory_order_seq_cst);
+  publish_rights(st, k, Rights::kNone);
+  st.threads.for_each_live([&](ThreadRecord &r) {
+    if (!r.name[0]) read_comm(r.tid.load(std::memory_order_relaxed), r.name);
+    r.iso[k].store(right_for(*g, r), std::memory_order_release);
+  });
+  bump_gen(st);
+  sync_keys(st, 1u << k, self);
+  g_isolated.fetch_add(1, std::memory_order_release);
+  return g;
+}
+
+void isolation_thread_start(EngineState &st, ThreadRecord &rec) {
+  read_comm(sys::gettid(), rec.name);
+  if (!isolation_any()) return;
+  if (g_hooks.describe_start && rec.start_routine) g_hooks.describe_start(rec.start_routine, rec.start_sym, sizeof rec.start_sym);
+  Locked l;
+  apply(st, rec);  // this thread's PKRU follows when it leaves the engine
+}
+
+void isolation_rescan() {
+  EngineState *st = state();
+  if (!st || !isolation_any()) return;
+  Section s(*st);
+  Locked l;
+  uint32_t changed = 0;
+  st->threads.for_each_live([&](ThreadRecord &r) {
+    read_comm(r.tid.load(std::memory_order_relaxed), r.name);
+    changed |= apply(*st, r);
+  });
+  if (changed) {
+    bump_gen(*st);
+    sync_keys(*st, changed, s.rec);
+  }
+}
+
+bool isolation_fault_info(int key, IsolationFault *out) {
+  EngineState *st = state();
+  if (!st || key <= 0 || key >= kHwKeys) return false;
+  const PageGroup *g = st->cache.owner(key);
+  if (!g || !g->isolate || !g->nranges) return false;
+  out->region = g->region;
+  out->start = g->ranges[0].start;
+  out->len = g->ranges[0].len;
+  out->audit = g->audit;
+  return true;
+}
+
+bool isolation_step_open(int key, void *uctx) {
+  auto *uc = static_cast<ucontext_t *>(uctx);
+  if (t_step_key) return false;  // one step at a time
+  uint32_t pkru;
+  if (!frame_pkru_read(uctx, &pkru)) return false;
+  frame_pkru_write(uctx, pkru_with(pkru, key, Rights::kReadWrite));
+  uc->uc_mcontext.gregs[REG_EFL] |= kTrapFlag;
+  t_step_key = key;
+  return true;
+}
+
+bool isolation_step_close(void *uctx) {
+  int key = t_step_key;
+  if (!key) return false;
+  auto *uc = static_cast<ucontext_t *>(uctx);
+  uc->uc_mcontext.gregs[REG_EFL] &= ~kTrapFlag;
+  t_step_key = 0;
+  EngineState *st = state();
+  uint32_t pkru;
+  if (st && frame_pkru_read(uctx, &pkru)) {
+    wrpkru(outside_meta(rdpkru()));
+    frame_pkru_write(uctx, compute_pkru(*st, pkru, t_self));
+  }
+  return true;
+}
+
+}  // namespace mpk

@@ -1,0 +1,55 @@
+// isolation.h - per-thread rights on a region (the shim's isolation policies).
+//
+// An isolated group is a mapping whose pages carry a pinned hardware key at exactly the program's
+// permission; which threads may use it is decided per thread by the policy (thread name, start
+// routine) through a hook, stored in each ThreadRecord's iso[key], and granted eagerly: a thread
+// whose right grows because another thread renamed it is signalled at once, so its system calls
+// on the region never meet EFAULT. A thread that touches the region without the right takes a
+// protection fault: the shim reports it and, in audit mode, lets that one access through
+// (single-stepping it with the key open), in enforce mode stops the program.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "engine_state.h"
+#include "page_group.h"
+
+namespace mpk {
+
+struct IsolationHooks {
+  // The right (0 none, 1 read, 2 read-write) a thread has on the isolated region `region`.
+  int (*thread_right)(int region, const char *thread_name, const char *start_symbol) = nullptr;
+  // Names a start routine (called outside the engine's lock: it may read symbol tables).
+  void (*describe_start)(uintptr_t routine, char *buf, size_t len) = nullptr;
+};
+void isolation_set_hooks(const IsolationHooks &hooks);
+
+// Caller is inside a Section, holds the lock, and has just mapped [start, start+len) (nobody else
+// knows the address yet). Makes it an isolated group; nullptr when no key can be had.
+PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t len, int prot, int region,
+                           bool audit, ThreadRecord *self);
+// Caller is inside a Section and holds the lock: the group is going away.
+void isolation_forget(PageGroup &g);
+// Caller is inside a Section (not holding the lock): gives a new thread its rights.
+void isolation_thread_start(EngineState &st, ThreadRecord &rec);
+// Re-reads every thread's name and re-applies the policy (after a rename). Takes the lock.
+void isolation_rescan();
+bool isolation_any();
+
+// About a protection fault on hardware key `key` (async-signal-safe): false if the key holds no
+// isolated group.
+struct IsolationFault {
+  int region;
+  uintptr_t start;
+  size_t len;
+  bool audit;
+};
+bool isolation_fault_info(int key, IsolationFault *out);
+// Audit mode: opens `key` in the signal frame's PKRU and sets the trap flag, so the faulting
+// instruction runs once and the next SIGTRAP closes it again (isolation_step_close).
+bool isolation_step_open(int key, void *uctx);
+// SIGTRAP: true if it ended an audit step (the frame's PKRU is back to the thread's rights).
+bool isolation_step_close(void *uctx);
+
+}  // namespace mpk

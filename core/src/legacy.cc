@@ -1,0 +1,374 @@
+#include "legacy.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cerrno>
+#include <new>
+
+#include "engine_internal.h"
+#include "isolation.h"
+#include "raw_log.h"
+#include "stats.h"
+#include "sync.h"
+#include "sys.h"
+#include "toggle_tracker.h"
+
+namespace mpk {
+
+namespace {
+
+constexpr int kMaxGroups = 4096;
+constexpr int kFirstVkey = 1 << 30;  // legacy groups never meet the mpk_* API's vkeys
+
+struct LegacyState {
+  LegacyHooks hooks;
+  ToggleTracker tracker;
+  PageGroup *groups[kMaxGroups];
+  int ngroups = 0;
+  int next_vkey = kFirstVkey;
+};
+
+constinit std::atomic<LegacyState *> g_legacy{nullptr};
+// Address bounds of every group and tracked range, readable without the lock: calls outside them
+// go straight to the kernel. They only grow (until the process forks or execs).
+constinit std::atomic<uintptr_t> g_lo{UINTPTR_MAX}, g_hi{0};
+
+void widen_bounds(uintptr_t start, size_t len) {
+  uintptr_t lo = g_lo.load(std::memory_order_relaxed);
+  while (start < lo && !g_lo.compare_exchange_weak(lo, start, std::memory_order_release)) {
+  }
+  uintptr_t hi = g_hi.load(std::memory_order_relaxed), end = start + len;
+  while (end > hi && !g_hi.compare_exchange_weak(hi, end, std::memory_order_release)) {
+  }
+}
+
+bool maybe_tracked(uintptr_t start, size_t len) {
+  return start < g_hi.load(std::memory_order_acquire) && g_lo.load(std::memory_order_acquire) < start + len;
+}
+
+bool page_aligned(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 4095) == 0; }
+size_t page_round(size_t len) { return (len + 4095) & ~size_t{4095}; }
+
+RangeRule rule_for(const LegacyState &ls, int region) {
+  return ls.hooks.rule ? ls.hooks.rule(region) : RangeRule{};
+}
+
+// Does prot fit the group's ceiling? With exact execute rights only the data bits must fit: a new
+// PROT_EXEC is a retag (set_group_prot), never more data access.
+bool fits(const PageGroup &g, int prot) {
+  int need = g.exec_exact ? prot & kDataProt : prot;
+  return (need & ~g.ceiling) == 0 && (prot & ~kAllProt) == 0;
+}
+
+void remove_at(LegacyState &ls, int i) { ls.groups[i] = ls.groups[--ls.ngroups]; }
+
+// Puts g's pages back on key 0 at exactly the permission the program last gave them and forgets
+// the group. Returns false if the page table could not be updated (the group then stays).
+bool dissolve(EngineState &st, LegacyState &ls, int i) {
+  PageGroup *g = ls.groups[i];
+  if (g->hw_key && unload(st, *g) != 0) {
+    MPK_LOG(kError, "cannot return a page group to the page table; it stays emulated");
+    return false;
+  }
+  if (g->isolate) {
+    MPK_LOG(kWarn, "isolated range %p+%zu was remapped or changed in part; it is no longer isolated",
+            (void *)g->ranges[0].start, (size_t)g->ranges[0].len);
+    isolation_forget(*g);
+  }
+  remove_at(ls, i);
+  delete_group(st, g);
+  bump(g_stats.dissolves);
+  return true;
+}
+
+// Dissolves every group overlapping [start, start+len) and forgets the tracked ranges there.
+void clear_span(EngineState &st, LegacyState &ls, uintptr_t start, size_t len) {
+  for (int i = 0; i < ls.ngroups;) {
+    if (ls.groups[i]->overlaps(start, len) && dissolve(st, ls, i)) continue;
+    ++i;
+  }
+  ls.tracker.forget(start, len);
+}
+
+int find_exact(const LegacyState &ls, uintptr_t start, size_t len) {
+  for (int i = 0; i < ls.ngroups; ++i) {
+    const PageGroup *g = ls.groups[i];
+    if (g->nranges == 1 && g->ranges[0].start == start && g->ranges[0].len == len) return i;
+  }
+  return -1;
+}
+
+// The range [start, start+len) now has prot (the kernel said so) and was toggled often enough:
+// make it a group. It stays a group even without a key (the page table then serves it, and a later
+// call may load it); it is dropped, and never tried again, when its pages cannot take the ceiling.
+void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, ThreadRecord *self) {
+  if (ls.ngroups == kMaxGroups) return;
+  PageGroup *g = new_group(st, ls.next_vkey++);
+  if (!g) return;
+  g->legacy = true;
+  g->region = e.region;
+  g->exec_exact = rule_for(ls, e.region).exec_exact;
+  g->ceiling = e.prot_union | prot;
+  if (g->exec_exact) g->ceiling &= kDataProt;
+  g->prot = prot;
+  if (!g->add_range(g_arena, e.start, e.len)) {
+    delete_group(st, g);
+    return;
+  }
+  bool key_available = st.cache.find_free() || st.keys_taken < st.key_budget;
+  set_group_prot(st, *g, prot, self);
+  if (!g->hw_key && key_available) {
+    // The pages could not be tagged at the ceiling (a file opened read-only, a VMA that cannot be
+    // split): leave the range to the kernel for good.
+    MPK_LOG(kDebug, "range %p+%zu cannot be emulated; passing it through", (void *)e.start, e.len);
+    delete_group(st, g);
+    e.never = true;
+    return;
+  }
+  ls.groups[ls.ngroups++] = g;
+  bump(g_stats.promotions);
+}
+
+// Set while this thread holds the engine's lock in here: the policy's matcher may unwind the
+// stack, and libunwind maps files through the interposed mmap; those calls go straight to the
+// kernel instead of waiting for the lock this thread holds.
+thread_local int t_held __attribute__((tls_model("initial-exec"))) = 0;
+struct Held {
+  Held() { ++t_held; }
+  ~Held() { --t_held; }
+};
+
+LegacyState *ready_state(EngineState **st) {
+  *st = state();
+  return *st && !t_held ? g_legacy.load(std::memory_order_acquire) : nullptr;
+}
+
+}  // namespace
+
+int legacy_init(const LegacyHooks &hooks) {
+  EngineState *st = state();
+  if (!st) return -EPERM;
+  Section s(*st);
+  Locked l;
+  Held h;
+  if (g_legacy.load()) return 0;
+  void *mem = g_arena.alloc(sizeof(LegacyState));
+  if (!mem) return -ENOMEM;
+  auto *ls = new (mem) LegacyState();
+  ls->hooks = hooks;
+  st->lazy_grants = true;
+  g_legacy.store(ls, std::memory_order_release);
+  return 0;
+}
+
+bool legacy_active() { return g_legacy.load(std::memory_order_acquire) != nullptr; }
+
+int legacy_mprotect(void *addr, size_t len, int prot) {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  // What the kernel rejects outright (bad flags, unaligned, empty) never touches a group.
+  if (!ls || (prot & ~kAllProt) || !page_aligned(addr) || len == 0) return sys::mprotect(addr, len, prot);
+  auto start = reinterpret_cast<uintptr_t>(addr);
+  size_t rlen = page_round(len);
+  Section s(*st);
+  Locked l;
+  Held h;
+  bump(g_stats.legacy_calls);
+  int i = find_exact(*ls, start, rlen);
+  if (i >= 0) {
+    PageGroup *g = ls->groups[i];
+    if (g->isolate && g->hw_key) {
+      // Isolated: the page table holds exactly prot (with the key); threads' rights stay theirs.
+      bump(g_stats.legacy_passthrough);
+      int rc = sys::pkey_mprotect(addr, len, prot, g->hw_key);
+      if (rc == 0) g->ceiling = g->prot = prot;
+      return rc;
+    }
+    if (fits(*g, prot)) {
+      int rc = set_group_prot(*st, *g, prot, s.rec);
+      ++g->toggles;
+      bump(g->hw_key ? g_stats.legacy_emulated : g_stats.legacy_passthrough);
+      return rc;
+    }
+    // More than the ceiling: the kernel decides; the tracker keeps counting with the wider union.
+    dissolve(*st, *ls, i);
+  } else if (maybe_tracked(start, rlen)) {
+    for (int j = 0; j < ls->ngroups;) {
+      if (ls->groups[j]->overlaps(start, rlen) && dissolve(*st, *ls, j)) continue;
+      ++j;
+    }
+  }
+  bump(g_stats.legacy_passthrough);
+  int rc = sys::mprotect(addr, len, prot);
+  if (rc != 0) return rc;
+  bool fresh;
+  ToggleEntry &e = ls->tracker.touch(start, rlen, &fresh);
+  if (fresh) {
+    widen_bounds(start, rlen);
+    e.region = static_cast<int16_t>(ls->hooks.match ? ls->hooks.match(start, rlen, prot, -1, nullptr) : -1);
+  }
+  RangeRule rule = rule_for(*ls, e.region);
+  if (rule.action != RangeRule::kEmulate) e.never = true;
+  ++e.count;
+  e.prot_union |= prot;
+  if (!e.never && e.count >= static_cast<uint32_t>(rule.promote_after)) promote(*st, *ls, e, prot, s.rec);
+  return 0;
+}
+
+int legacy_munmap(void *addr, size_t len) {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  auto start = reinterpret_cast<uintptr_t>(addr);
+  if (!ls || !page_aligned(addr) || len == 0 || !maybe_tracked(start, page_round(len)))
+    return sys::munmap(addr, len);
+  Section s(*st);
+  Locked l;
+  Held h;
+  // Ordering: the groups leave their keys before the pages go, so a key is never released while a
+  // page still carries it (the kernel's reply then is exactly what it would have been).
+  clear_span(*st, *ls, start, page_round(len));
+  return sys::munmap(addr, len);
+}
+
+void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  auto start = reinterpret_cast<uintptr_t>(addr);
+  // Only MAP_FIXED replaces pages (MAP_FIXED_NOREPLACE fails instead).
+  bool replaces = ls && (flags & MAP_FIXED) && page_aligned(addr) && len && maybe_tracked(start, page_round(len));
+  if (!ls || (!replaces && !ls->hooks.has_isolation)) return sys::mmap(addr, len, prot, flags, fd, off);
+  Section s(*st);
+  Locked l;
+  Held h;
+  if (replaces) clear_span(*st, *ls, start, page_round(len));
+  void *p = sys::mmap(addr, len, prot, flags, fd, off);
+  if (sys::mmap_failed(p) || !ls->hooks.has_isolation || !ls->hooks.match) return p;
+  // A new mapping an isolation region names becomes an isolated group before anyone sees it.
+  char path[256];
+  path[0] = '\0';
+  if (!(flags & MAP_ANONYMOUS) && fd >= 0) {
+    char link[64];
+    format_to(link, sizeof link, "/proc/self/fd/%d", fd);
+    long n = sys::raw(SYS_readlinkat, AT_FDCWD, (long)link, (long)path, sizeof path - 1);
+    path[n > 0 ? n : 0] = '\0';
+  }
+  size_t rlen = page_round(len);
+  auto pa = reinterpret_cast<uintptr_t>(p);
+  int region = ls->hooks.match(pa, rlen, prot, flags, path[0] ? path : nullptr);
+  RangeRule rule = rule_for(*ls, region);
+  if (rule.action != RangeRule::kIsolate) return p;
+  if (ls->ngroups == kMaxGroups) return p;
+  PageGroup *g = isolation_adopt(*st, ls->next_vkey++, pa, rlen, prot, region, rule.audit, s.rec);
+  if (!g) {
+    const char *name = ls->hooks.region_name ? ls->hooks.region_name(region) : nullptr;
+    MPK_LOG(kError, "region '%s': no protection key left to isolate %p+%zu; it is NOT isolated",
+            name ? name : "?", p, rlen);
+    return p;
+  }
+  ls->groups[ls->ngroups++] = g;
+  widen_bounds(pa, rlen);
+  bump(g_stats.promotions);
+  return p;
+}
+
+void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr) {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  auto start = reinterpret_cast<uintptr_t>(old);
+  bool touches = ls && page_aligned(old) &&
+                 (maybe_tracked(start, page_round(old_len ? old_len : 1)) ||
+                  ((flags & MREMAP_FIXED) && maybe_tracked(reinterpret_cast<uintptr_t>(new_addr), page_round(new_len))));
+  if (!touches) return sys::mremap(old, old_len, new_len, flags, new_addr);
+  Section s(*st);
+  Locked l;
+  Held h;
+  // The source and any fixed destination leave their groups first; moved pages keep the
+  // permission the program gave them.
+  clear_span(*st, *ls, start, page_round(old_len ? old_len : 1));
+  if (flags & MREMAP_FIXED) clear_span(*st, *ls, reinterpret_cast<uintptr_t>(new_addr), page_round(new_len));
+  return sys::mremap(old, old_len, new_len, flags, new_addr);
+}
+
+bool legacy_owns_key(int pkey) {
+  EngineState *st = state();
+  return st && pkey > 0 && pkey < kHwKeys &&
+         (((st->managed_mask.load(std::memory_order_acquire) >> pkey) & 1u) || pkey == g_meta_key);
+}
+
+int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey) {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  if (legacy_owns_key(pkey)) return -EINVAL;  // not the program's key: as if never allocated
+  auto start = reinterpret_cast<uintptr_t>(addr);
+  if (!ls || !page_aligned(addr) || len == 0 || !maybe_tracked(start, page_round(len)))
+    return sys::pkey_mprotect(addr, len, prot, pkey);
+  Section s(*st);
+  Locked l;
+  Held h;
+  clear_span(*st, *ls, start, page_round(len));
+  return sys::pkey_mprotect(addr, len, prot, pkey);
+}
+
+bool legacy_repair_efault(const void *p, size_t len) {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  auto start = reinterpret_cast<uintptr_t>(p);
+  if (!ls || !maybe_tracked(start & ~uintptr_t{4095}, len ? len : 1)) return false;
+  uint32_t before = rdpkru();
+  {
+    Section s(*st);  // leaving recomputes this thread's PKRU from the state
+  }
+  uint32_t after = rdpkru();
+  uint32_t mask = st->managed_mask.load(std::memory_order_acquire);
+  for (; mask; mask &= mask - 1) {
+    int k = __builtin_ctz(mask);
+    if (pkru_rights(after, k) > pkru_rights(before, k)) {
+      bump(g_stats.efault_repairs);
+      return true;
+    }
+  }
+  return false;
+}
+
+int legacy_stats_json(char *buf, int cap) {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  auto u = [](std::atomic<uint64_t> &c) { return (unsigned long)c.load(std::memory_order_relaxed); };
+  int groups = 0, resident = 0, keys = 0;
+  if (ls) {
+    wrpkru(inside_meta(rdpkru()));
+    pthread_mutex_lock(&g_lock);
+    groups = ls->ngroups;
+    for (int i = 0; i < ls->ngroups; ++i) resident += ls->groups[i]->hw_key != 0;
+    keys = st->keys_taken;
+  }
+  int n = format_to(buf, cap,
+                    "{\"version\":\"%s\",\"pid\":%d,\"active\":%s,\"mprotect_calls\":%lu,\"mprotect_emulated\":%lu,"
+                    "\"mprotect_passthrough\":%lu,\"groups\":%d,\"resident_groups\":%d,\"hw_keys\":%d,"
+                    "\"evictions\":%lu,\"lazy_grants\":%lu,\"revocation_signals\":%lu,\"efault_repairs\":%lu,"
+                    "\"violations\":%lu,\"promotions\":%lu,\"dissolves\":%lu,\"sync_fallbacks\":%lu,"
+                    "\"threads_registered\":%lu,\"regions\":[",
+                    MPK_VERSION_STRING, sys::getpid(), ls ? "true" : "false", u(g_stats.legacy_calls),
+                    u(g_stats.legacy_emulated), u(g_stats.legacy_passthrough), groups, resident, keys,
+                    u(g_stats.evictions), u(g_stats.lazy_grants), u(g_stats.revocation_signals),
+                    u(g_stats.efault_repairs), u(g_stats.violations), u(g_stats.promotions),
+                    u(g_stats.dissolves), u(g_stats.sync_fallbacks), u(g_stats.threads_registered));
+  if (ls) {
+    for (int i = 0; i < ls->ngroups && n < cap - 256; ++i) {
+      const PageGroup *g = ls->groups[i];
+      const char *name = ls->hooks.region_name ? ls->hooks.region_name(g->region) : nullptr;
+      n += format_to(buf + n, cap - n,
+                     "%s{\"name\":\"%s\",\"ranges\":[[\"0x%lx\",%lu]],\"key\":%d,\"prot\":%d,\"ceiling\":%d,\"toggles\":%lu}",
+                     i ? "," : "", name ? name : "auto", (unsigned long)g->ranges[0].start,
+                     (unsigned long)g->ranges[0].len, g->hw_key, g->prot, g->ceiling, (unsigned long)g->toggles);
+    }
+    pthread_mutex_unlock(&g_lock);
+    wrpkru(outside_meta(rdpkru()));
+  }
+  n += format_to(buf + n, cap - n, "]}");
+  return n;
+}
+
+}  // namespace mpk

@@ -1,0 +1,63 @@
+// legacy.h - emulating the program's own mprotect calls with protection keys (the shim's speed path).
+//
+// A range the program mprotect()s repeatedly becomes a page group: its pages are tagged with a
+// hardware key at the group's ceiling (the union of every permission the program gave the range),
+// and from then on an mprotect of exactly that range is a PKRU update (engine_core.cc:
+// set_group_prot). Anything else that touches a group's pages (a different or straddling range, a
+// permission beyond the ceiling, munmap, mremap, MAP_FIXED, pkey_mprotect) first dissolves the
+// group, putting its pages back on key 0 at exactly the permission the program last set, and then
+// goes to the kernel: return values and errno are the kernel's own.
+//
+// All functions return what the system call would (0 / -errno, or the address) and are safe to
+// call before the engine is ready (they then only make the system call).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mpk {
+
+// What the policy says about a range, asked once when the range is first mprotect()ed.
+struct RangeRule {
+  enum Action : uint8_t { kEmulate, kPassthrough, kIsolate } action = kEmulate;
+  bool audit = false;      // isolate: log violations and let them through
+  int promote_after = 2;   // successful mprotect calls on the range before it becomes a group
+  bool exec_exact = false; // keep execute rights exact (a system call per RW<->RX toggle)
+};
+
+struct LegacyHooks {
+  // Region index for a range (-1: the defaults), and the rule for an index (-1 included). The
+  // matcher runs under the engine's lock, at most once per new range; it may read /proc and
+  // unwind the stack but must not call mmap/mprotect/munmap through the interposed symbols.
+  // At mmap (flags and the file's path known; only when has_isolation) or at the first mprotect
+  // (flags -1, path nullptr: the matcher finds them if it needs them).
+  int (*match)(uintptr_t start, size_t len, int prot, int flags, const char *path) = nullptr;
+  bool has_isolation = false;
+  RangeRule (*rule)(int region) = nullptr;
+  const char *(*region_name)(int region) = nullptr;
+};
+
+// Starts the emulation (after engine_init succeeded). Returns 0 or -errno.
+int legacy_init(const LegacyHooks &hooks);
+bool legacy_active();
+
+int legacy_mprotect(void *addr, size_t len, int prot);
+int legacy_munmap(void *addr, size_t len);
+void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
+int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey);
+
+// Is pkey one of the engine's own keys (groups or metadata)?
+bool legacy_owns_key(int pkey);
+
+// True when [start, start+len) holds pages of a resident group this thread may access more than
+// its PKRU lets it now; then the thread's PKRU has been updated (the EFAULT repair of a system
+// call: the caller retries it).
+bool legacy_repair_efault(const void *start, size_t len);
+
+// Counters and the group list as one JSON object (the shim's MPK_STATS). Returns its length.
+int legacy_stats_json(char *buf, int cap);
+
+}  // namespace mpk

@@ -1,0 +1,44 @@
+// toggle_tracker.h - which ranges the program mprotect()s, and how often.
+//
+// The legacy emulation promotes a range to a page group once the program has changed its
+// permission `promote_after` times. The tracker remembers recent ranges in a fixed table (no
+// allocation): an open-addressed window of kWays slots per hash, the least recently used slot
+// of the window replaced when full. Losing an entry only delays a promotion. Not thread-safe
+// (the engine's lock).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mpk {
+
+struct ToggleEntry {
+  uintptr_t start = 0;
+  size_t len = 0;        // 0: free slot
+  uint32_t count = 0;    // successful mprotect calls on exactly this range
+  int prot_union = 0;    // every prot it was given (the ceiling a group would need)
+  int16_t region = -1;   // policy region matched when first seen (-1: defaults)
+  bool never = false;    // a promotion failed for a reason that will not change (e.g. EACCES)
+  uint64_t last = 0;
+};
+
+class ToggleTracker {
+ public:
+  static constexpr uint32_t kSlots = 4096;
+  static constexpr uint32_t kWays = 8;
+
+  // The entry for exactly [start, start+len), created (count 0) if absent; *fresh says which.
+  ToggleEntry &touch(uintptr_t start, size_t len, bool *fresh);
+  // Forgets every entry that overlaps [start, start+len).
+  void forget(uintptr_t start, size_t len);
+  void clear();
+
+ private:
+  static uint32_t hash(uintptr_t start, size_t len);
+  ToggleEntry slots_[kSlots];
+  uint64_t tick_ = 0;
+  // Bounds of every entry made since the last clear: forget() outside them costs nothing.
+  uintptr_t lo_ = UINTPTR_MAX, hi_ = 0;
+};
+
+}  // namespace mpk

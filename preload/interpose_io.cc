@@ -1,0 +1,79 @@
+// interpose_io.cc - system calls that read or write program memory, repaired on EFAULT.
+//
+// The kernel checks the caller's PKRU when it copies to or from user memory and answers EFAULT
+// instead of faulting, so a lazy grant (which needs a fault) never happens for a buffer handed to
+// a system call. These wrappers call the real function; only when it fails with EFAULT and the
+// buffer lies where the shim emulates do they bring the thread's PKRU up to date
+// (legacy_repair_efault) and, if that gave the thread more access, call once more. Success costs
+// one comparison.
+#include <dlfcn.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+
+#include "legacy.h"
+#include "raw_log.h"
+#include "shim.h"
+
+namespace {
+
+void *resolve(const char *name, std::atomic<void *> &slot) {
+  void *f = slot.load(std::memory_order_acquire);
+  if (!f) {
+    f = dlsym(RTLD_NEXT, name);
+    if (!f) {
+      mpk::raw_log(mpk::LogLevel::kError, "cannot resolve the real %s", name);
+      __builtin_trap();
+    }
+    slot.store(f, std::memory_order_release);
+  }
+  return f;
+}
+
+bool repair_iov(const struct iovec *iov, int n) {
+  bool any = false;
+  for (int i = 0; i < n && i < 1024; ++i) any |= mpk::legacy_repair_efault(iov[i].iov_base, iov[i].iov_len);
+  return any;
+}
+
+}  // namespace
+
+// One wrapper: RET NAME(PARAMS) calling the real NAME(ARGS); REPAIR is the expression that
+// repairs the buffers (true: retry).
+#define MPK_IO_WRAPPER(RET, NAME, PARAMS, ARGS, REPAIR)                                  \
+  MPK_EXPORT RET NAME PARAMS {                                                           \
+    static constinit std::atomic<void *> real_slot{nullptr};                             \
+    auto real = reinterpret_cast<RET(*) PARAMS>(resolve(#NAME, real_slot));              \
+    RET r = real ARGS;                                                                   \
+    if (r < 0 && errno == EFAULT && (REPAIR)) r = real ARGS;                             \
+    return r;                                                                            \
+  }
+
+MPK_IO_WRAPPER(ssize_t, read, (int fd, void *buf, size_t n), (fd, buf, n), mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, write, (int fd, const void *buf, size_t n), (fd, buf, n), mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, pread, (int fd, void *buf, size_t n, off_t o), (fd, buf, n, o),
+               mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, pread64, (int fd, void *buf, size_t n, off_t o), (fd, buf, n, o),
+               mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, pwrite, (int fd, const void *buf, size_t n, off_t o), (fd, buf, n, o),
+               mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, pwrite64, (int fd, const void *buf, size_t n, off_t o), (fd, buf, n, o),
+               mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, readv, (int fd, const struct iovec *iov, int n), (fd, iov, n), repair_iov(iov, n))
+MPK_IO_WRAPPER(ssize_t, writev, (int fd, const struct iovec *iov, int n), (fd, iov, n), repair_iov(iov, n))
+MPK_IO_WRAPPER(ssize_t, recv, (int fd, void *buf, size_t n, int flags), (fd, buf, n, flags),
+               mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, recvfrom,
+               (int fd, void *buf, size_t n, int flags, struct sockaddr *from, socklen_t *fromlen),
+               (fd, buf, n, flags, from, fromlen), mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, recvmsg, (int fd, struct msghdr *m, int flags), (fd, m, flags),
+               repair_iov(m->msg_iov, static_cast<int>(m->msg_iovlen)))
+MPK_IO_WRAPPER(ssize_t, send, (int fd, const void *buf, size_t n, int flags), (fd, buf, n, flags),
+               mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, sendto,
+               (int fd, const void *buf, size_t n, int flags, const struct sockaddr *to, socklen_t tolen),
+               (fd, buf, n, flags, to, tolen), mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, sendmsg, (int fd, const struct msghdr *m, int flags), (fd, m, flags),
+               repair_iov(m->msg_iov, static_cast<int>(m->msg_iovlen)))

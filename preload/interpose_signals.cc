@@ -1,0 +1,367 @@
+// interpose_signals.cc - signals under the shim.
+//
+// Three duties:
+// 1. SIGSEGV belongs to the shim. Its handler first tries a lazy grant (a thread touching a group
+//    it may access, whose PKRU is behind the state: sync.h, lazy_grant); anything else is the
+//    program's own fault and reaches the program's SIGSEGV disposition as mprotect would have
+//    raised it: a key fault on a shim key is reported as SEGV_ACCERR.
+// 2. The program's handlers run with their thread's rights on the shim's keys (a handler starts
+//    with the default PKRU, where every key is closed): a trampoline adopts the thread's rights
+//    first. The sync signal is blocked inside them (sync.h: sync_mask_handler says why).
+// 3. Neither SIGSEGV nor the sync signal can be blocked for real: a lazy grant needs SIGSEGV, a
+//    revocation needs the sync signal. The program's wish to block SIGSEGV is remembered per
+//    thread and honoured when a real fault arrives (the default action, as the kernel would do).
+//
+// sigaction() and signal() report the program's own handlers, never the shim's.
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/ucontext.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "engine_state.h"
+#include "libc_real.h"
+#include "legacy.h"
+#include "raw_log.h"
+#include "shim.h"
+#include "stats.h"
+#include "isolation.h"
+#include "sync.h"
+#include "sys.h"
+#include "violation_report.h"
+
+namespace mpk::shim {
+
+namespace {
+
+// The program's action for a signal whose kernel handler is the shim's. Two copies and an index:
+// a writer fills the copy not in use and flips the index, so a handler reads a whole action.
+struct ProgramAction {
+  std::atomic<bool> managed{false};
+  std::atomic<int> cur{0};
+  struct sigaction act[2];
+};
+constinit ProgramAction g_actions[NSIG];
+constinit std::atomic_flag g_sig_lock = ATOMIC_FLAG_INIT;
+constinit std::atomic<bool> g_installed{false};
+
+// Does the program (not the kernel) block SIGSEGV in this thread right now?
+thread_local bool t_segv_blocked __attribute__((tls_model("initial-exec"))) = false;
+
+struct SigLock {
+  SigLock() {
+    while (g_sig_lock.test_and_set(std::memory_order_acquire)) sys::sched_yield();
+  }
+  ~SigLock() { g_sig_lock.clear(std::memory_order_release); }
+};
+
+struct sigaction read_action(int sig) {
+  ProgramAction &p = g_actions[sig];
+  return p.act[p.cur.load(std::memory_order_acquire)];
+}
+
+void store_action(int sig, const struct sigaction &a) {
+  ProgramAction &p = g_actions[sig];
+  int next = 1 - p.cur.load(std::memory_order_relaxed);
+  p.act[next] = a;
+  p.cur.store(next, std::memory_order_release);
+  p.managed.store(true, std::memory_order_release);
+}
+
+bool is_function(const struct sigaction &a) {
+  return a.sa_handler != SIG_DFL && a.sa_handler != SIG_IGN;
+}
+
+void call_program_handler(const struct sigaction &a, int sig, siginfo_t *si, void *uc) {
+  if (a.sa_flags & SA_SIGINFO)
+    a.sa_sigaction(sig, si, uc);
+  else
+    a.sa_handler(sig);
+}
+
+void trampoline(int sig, siginfo_t *si, void *uc) {
+  int saved = errno;
+  adopt_thread_rights();
+  struct sigaction a = read_action(sig);
+  if (a.sa_flags & SA_RESETHAND) g_actions[sig].managed.store(false, std::memory_order_release);
+  bool was_blocked = t_segv_blocked;
+  if (sigismember(&a.sa_mask, SIGSEGV)) t_segv_blocked = true;
+  errno = saved;
+  if (is_function(a)) call_program_handler(a, sig, si, uc);
+  saved = errno;
+  t_segv_blocked = was_blocked;
+  errno = saved;
+}
+
+// The default action for a SIGSEGV: restore it in the kernel; a fault re-executes and ends the
+// process as it would have without the shim, a sent signal is sent again.
+void default_action(siginfo_t *si) {
+  struct sigaction dfl;
+  std::memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  real_sigaction(SIGSEGV, &dfl, nullptr);
+  if (si->si_code <= 0) sys::tgkill(sys::getpid(), sys::gettid(), SIGSEGV);
+}
+
+void fault_handler(int sig, siginfo_t *si, void *uc) {
+  int saved = errno;
+  // The handler starts with the default PKRU, which closes the metadata key; it reads the state.
+  // sigreturn restores the interrupted PKRU, so this lasts only as long as the handler.
+  wrpkru(outside_meta(rdpkru()));
+  if (si->si_code == SEGV_PKUERR) {
+    if (lazy_grant(si->si_pkey, uc)) {
+      errno = saved;
+      return;
+    }
+    IsolationFault f;
+    if (isolation_fault_info(si->si_pkey, &f)) {
+      bump(g_stats.violations);
+      auto *ucp = static_cast<ucontext_t *>(uc);
+      uintptr_t ip = static_cast<uintptr_t>(ucp->uc_mcontext.gregs[REG_RIP]);
+      if (!f.audit) {
+        report_violation(f, si, uc);
+        default_action(si);  // enforce: the access re-executes and the program ends with SIGSEGV
+        errno = saved;
+        return;
+      }
+      if (first_at_site(ip)) report_violation(f, si, uc);
+      if (isolation_step_open(si->si_pkey, uc)) {  // audit: this one access goes through
+        errno = saved;
+        return;
+      }
+    }
+    if (legacy_owns_key(si->si_pkey)) {
+      // The program's own protection fault on memory it mprotect()ed: report it as the page
+      // table would have.
+      si->si_code = SEGV_ACCERR;
+      si->si_pkey = 0;
+      bump(g_stats.violations);
+    }
+  }
+  bool sent = si->si_code <= 0;
+  struct sigaction a;
+  if (g_actions[SIGSEGV].managed.load(std::memory_order_acquire)) {
+    a = read_action(SIGSEGV);
+  } else {
+    std::memset(&a, 0, sizeof a);
+    a.sa_handler = SIG_DFL;
+  }
+  if (t_segv_blocked && !sent) {
+    default_action(si);  // the kernel kills a thread that faults with SIGSEGV blocked
+  } else if (t_segv_blocked) {
+    MPK_LOG(kDebug, "SIGSEGV sent to a thread that blocks it; dropped");
+  } else if (is_function(a)) {
+    adopt_thread_rights();
+    if (a.sa_flags & SA_RESETHAND) {
+      struct sigaction dfl;
+      std::memset(&dfl, 0, sizeof dfl);
+      dfl.sa_handler = SIG_DFL;
+      store_action(SIGSEGV, dfl);
+    }
+    // The program's handler runs with its own mask on top of ours (SIGSEGV is blocked already).
+    sigset_t mask = a.sa_mask, old;
+    if (int s = sync_signal_number()) sigdelset(&mask, s);
+    sigdelset(&mask, SIGSEGV);
+    bool was_blocked = t_segv_blocked;
+    if (sigismember(&a.sa_mask, SIGSEGV)) t_segv_blocked = true;
+    sys::raw(SYS_rt_sigprocmask, SIG_BLOCK, (long)&mask, (long)&old, sizeof(long));
+    errno = saved;
+    call_program_handler(a, sig, si, uc);
+    saved = errno;
+    sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, sizeof(long));
+    t_segv_blocked = was_blocked;
+  } else if (a.sa_handler == SIG_IGN && sent) {
+    // ignored, as the kernel would
+  } else {
+    default_action(si);
+  }
+  errno = saved;
+}
+
+// SIGTRAP: the end of an audit step (isolation.h), else the program's own trap.
+void trap_handler(int sig, siginfo_t *si, void *uc) {
+  int saved = errno;
+  wrpkru(outside_meta(rdpkru()));
+  if (isolation_step_close(uc)) {
+    errno = saved;
+    return;
+  }
+  struct sigaction a;
+  if (g_actions[SIGTRAP].managed.load(std::memory_order_acquire)) {
+    a = read_action(SIGTRAP);
+  } else {
+    std::memset(&a, 0, sizeof a);
+    a.sa_handler = SIG_DFL;
+  }
+  if (is_function(a)) {
+    adopt_thread_rights();
+    call_program_handler(a, sig, si, uc);
+  } else if (a.sa_handler == SIG_DFL) {
+    struct sigaction dfl;
+    std::memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    real_sigaction(SIGTRAP, &dfl, nullptr);
+    sys::tgkill(sys::getpid(), sys::gettid(), SIGTRAP);
+  }
+  errno = saved;
+}
+
+constinit std::atomic<bool> g_trap_owned{false};
+
+bool shim_signals_on() { return g_installed.load(std::memory_order_acquire); }
+// Signals whose kernel handler stays the shim's; the program's action is kept in g_actions.
+bool owned(int sig) {
+  return sig == SIGSEGV || (sig == SIGTRAP && g_trap_owned.load(std::memory_order_acquire));
+}
+
+}  // namespace
+
+void signals_install(bool audit_steps) {
+  SigLock l;
+  if (audit_steps) {
+    struct sigaction old, sa;
+    if (real_sigaction(SIGTRAP, nullptr, &old) == 0 && is_function(old)) store_action(SIGTRAP, old);
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = trap_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (real_sigaction(SIGTRAP, &sa, nullptr) == 0) g_trap_owned.store(true, std::memory_order_release);
+  }
+  struct sigaction old;
+  if (real_sigaction(SIGSEGV, nullptr, &old) == 0 && is_function(old)) store_action(SIGSEGV, old);
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = fault_handler;
+  // SA_ONSTACK: a program that set up an alternate stack for stack overflows keeps it.
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (real_sigaction(SIGSEGV, &sa, nullptr) != 0) {
+    MPK_LOG(kError, "cannot install the SIGSEGV handler: errno %d", errno);
+    return;
+  }
+  g_installed.store(true, std::memory_order_release);
+}
+
+void strip_mask(int how, const sigset_t *in, sigset_t *out) {
+  *out = *in;
+  if (int s = sync_signal_number()) sigdelset(out, s);
+  if (!shim_signals_on()) return;
+  bool segv = sigismember(in, SIGSEGV);
+  if (how == SIG_BLOCK && segv) t_segv_blocked = true;
+  if (how == SIG_UNBLOCK && segv) t_segv_blocked = false;
+  if (how == SIG_SETMASK) t_segv_blocked = segv;
+  sigdelset(out, SIGSEGV);
+}
+
+bool segv_view() { return shim_signals_on() && t_segv_blocked; }
+void set_segv_view(bool blocked) { t_segv_blocked = blocked; }
+
+}  // namespace mpk::shim
+
+using namespace mpk;
+using namespace mpk::shim;
+
+MPK_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
+  int sync = sync_signal_number();
+  if (sync && sig == sync && act) {
+    MPK_LOG(kWarn, "refusing a handler for signal %d: the shim uses it to synchronize threads (MPK_SYNC_SIGNAL)", sig);
+    errno = EINVAL;
+    return -1;
+  }
+  if (!shim_signals_on() || sig < 1 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP) {
+    if (!act || !sync) return real_sigaction(sig, act, old);
+    struct sigaction masked = *act;
+    sync_mask_handler(&masked);
+    return real_sigaction(sig, &masked, old);
+  }
+  SigLock l;
+  struct sigaction prev;
+  bool managed = g_actions[sig].managed.load(std::memory_order_acquire);
+  if (managed) {
+    prev = read_action(sig);
+  } else if (real_sigaction(sig, nullptr, &prev) != 0) {
+    return -1;
+  }
+  if (act) {
+    if (owned(sig)) {
+      store_action(sig, *act);  // the kernel keeps the shim's handler
+    } else if (!is_function(*act)) {
+      if (real_sigaction(sig, act, nullptr) != 0) return -1;
+      g_actions[sig].managed.store(false, std::memory_order_release);
+    } else {
+      struct sigaction k = *act;
+      k.sa_sigaction = trampoline;
+      k.sa_flags |= SA_SIGINFO;
+      sync_mask_handler(&k);
+      sigdelset(&k.sa_mask, SIGSEGV);
+      store_action(sig, *act);
+      if (real_sigaction(sig, &k, nullptr) != 0) {
+        int e = errno;
+        g_actions[sig].managed.store(managed, std::memory_order_release);
+        if (managed) store_action(sig, prev);
+        errno = e;
+        return -1;
+      }
+    }
+  }
+  if (old) {
+    *old = prev;
+    if (sync) sigdelset(&old->sa_mask, sync);
+  }
+  return 0;
+}
+
+MPK_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
+  // glibc's signal(): BSD semantics, the signal itself blocked while its handler runs.
+  struct sigaction act, old;
+  std::memset(&act, 0, sizeof act);
+  act.sa_handler = handler;
+  sigemptyset(&act.sa_mask);
+  sigaddset(&act.sa_mask, sig);
+  act.sa_flags = SA_RESTART;
+  if (sigaction(sig, &act, &old) != 0) return SIG_ERR;
+  return old.sa_handler;
+}
+
+namespace {
+using mask_fn = int (*)(int, const sigset_t *, sigset_t *);
+mask_fn resolve(const char *name, std::atomic<mask_fn> &slot) {
+  mask_fn f = slot.load(std::memory_order_acquire);
+  if (!f) {
+    f = reinterpret_cast<mask_fn>(dlsym(RTLD_NEXT, name));
+    if (!f) {
+      raw_log(LogLevel::kError, "cannot resolve the real %s", name);
+      __builtin_trap();
+    }
+    slot.store(f, std::memory_order_release);
+  }
+  return f;
+}
+constinit std::atomic<mask_fn> g_sigprocmask{nullptr}, g_pthread_sigmask{nullptr};
+
+// The program's view of the old mask is taken before the new mask changes it; a call the kernel
+// rejects leaves the view as it was.
+int masked_call(mask_fn real, int how, const sigset_t *set, sigset_t *old) {
+  bool before = segv_view();
+  int rc;
+  if (set && (how == SIG_BLOCK || how == SIG_UNBLOCK || how == SIG_SETMASK)) {
+    sigset_t fixed;
+    strip_mask(how, set, &fixed);
+    rc = real(how, &fixed, old);
+    if (rc != 0) set_segv_view(before);
+  } else {
+    rc = real(how, set, old);
+  }
+  if (rc == 0 && old && before) sigaddset(old, SIGSEGV);
+  return rc;
+}
+}  // namespace
+
+MPK_EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old) {
+  return masked_call(resolve("sigprocmask", g_sigprocmask), how, set, old);
+}
+
+MPK_EXPORT int pthread_sigmask(int how, const sigset_t *set, sigset_t *old) {
+  return masked_call(resolve("pthread_sigmask", g_pthread_sigmask), how, set, old);
+}

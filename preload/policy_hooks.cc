@@ -1,0 +1,200 @@
+#include "policy_hooks.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "engine.h"
+#include "isolation.h"
+#include "policy.h"
+#include "raw_log.h"
+#include "sys.h"
+
+namespace mpk::shim {
+
+namespace {
+
+// Parsed at start-up into static storage, then copied into the metadata arena where the program
+// cannot write it; g_policy points at the copy in use.
+cfg::Policy g_loaded;
+const cfg::Policy *g_policy = &g_loaded;
+bool g_needs_maps = false;  // some region matches on the file path, or anonymous/shared
+bool g_has_isolation = false;
+
+// Finds the mapping that holds addr in /proc/self/maps: its path (empty if anonymous) and MAP_*
+// sharing flags. Runs under the engine's lock, once per new range, only if a region needs it.
+bool describe_mapping(uintptr_t addr, char *path, size_t path_len, int *flags) {
+  int fd = sys::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[8192];
+  size_t have = 0;
+  bool found = false;
+  for (;;) {
+    long n = sys::read(fd, buf + have, sizeof buf - 1 - have);
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+    buf[have] = '\0';
+    char *line = buf;
+    for (char *nl; (nl = std::strchr(line, '\n')); line = nl + 1) {
+      *nl = '\0';
+      char *end;
+      unsigned long lo = std::strtoul(line, &end, 16);
+      unsigned long hi = std::strtoul(end + 1, &end, 16);
+      if (addr < lo || addr >= hi) continue;
+      // "lo-hi perms offset dev inode   path"
+      const char *perms = end + 1;
+      *flags = (perms[3] == 's' ? MAP_SHARED : MAP_PRIVATE);
+      const char *p = perms;
+      for (int field = 0; field < 4 && *p; ++field) {
+        while (*p && *p != ' ') ++p;
+        while (*p == ' ') ++p;
+      }
+      if (*p != '/') *flags |= MAP_ANONYMOUS;
+      size_t n2 = std::strlen(p);
+      if (n2 >= path_len) n2 = path_len - 1;
+      std::memcpy(path, *p == '/' ? p : "", *p == '/' ? n2 : 0);
+      path[*p == '/' ? n2 : 0] = '\0';
+      found = true;
+      break;
+    }
+    if (found) break;
+    size_t rest = have - static_cast<size_t>(line - buf);
+    std::memmove(buf, line, rest);
+    have = rest;
+    if (have == sizeof buf - 1) have = 0;  // a line longer than the buffer: skip it
+  }
+  sys::close(fd);
+  return found;
+}
+
+int match_range(uintptr_t start, size_t len, int prot, int flags, const char *known_path) {
+  const cfg::Policy &p = *g_policy;
+  if (!p.region_count) return -1;
+  cfg::MappingInfo mi;
+  mi.addr = start;
+  mi.len = len;
+  mi.prot = prot;
+  mi.flags = flags;
+  mi.path = known_path;
+  char path[cfg::kPathMax + 1];
+  if (flags == -1 && g_needs_maps && describe_mapping(start, path, sizeof path, &mi.flags) && path[0]) mi.path = path;
+  mi.skip_module_base = cfg::module_base_of(reinterpret_cast<void *>(&match_range));
+  const cfg::Region *r = cfg::match_region(p, mi);
+  return r ? static_cast<int>(r - p.regions) : -1;
+}
+
+RangeRule rule_of(int region) {
+  const cfg::Policy &p = *g_policy;
+  RangeRule rr;
+  rr.promote_after = p.settings.promote_after;
+  if (region < 0 || region >= p.region_count) return rr;
+  const cfg::Region &r = p.regions[region];
+  rr.promote_after = r.promote_after;
+  rr.exec_exact = r.exec == cfg::ExecMode::kExact;
+  rr.action = r.action == cfg::Action::kEmulate   ? RangeRule::kEmulate
+              : r.action == cfg::Action::kIsolate ? RangeRule::kIsolate
+                                                  : RangeRule::kPassthrough;
+  rr.audit = r.mode == cfg::Mode::kAudit || p.settings.mode == cfg::Mode::kAudit;
+  return rr;
+}
+
+// A start routine as the policy sees it: its symbol (static ones too, where the module keeps its
+// symbol table), else "module+0xOFFSET".
+void describe_start(uintptr_t routine, char *buf, size_t len) {
+  buf[0] = '\0';
+  if (cfg::symbol_at(reinterpret_cast<void *>(routine), buf, len)) return;
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void *>(routine), &info) && info.dli_fname) {
+    const char *base = std::strrchr(info.dli_fname, '/');
+    format_to(buf, static_cast<int>(len), "%s+0x%lx", base ? base + 1 : info.dli_fname,
+              (unsigned long)(routine - reinterpret_cast<uintptr_t>(info.dli_fbase)));
+  }
+}
+
+int right_of(int region, const char *thread_name, const char *start_symbol) {
+  const cfg::Policy &p = *g_policy;
+  if (region < 0 || region >= p.region_count) return cfg::kRightNone;
+  return cfg::thread_right(p.regions[region], thread_name, start_symbol);
+}
+
+}  // namespace
+
+const char *region_name(int region) {
+  const cfg::Policy &p = *g_policy;
+  return region >= 0 && region < p.region_count ? p.regions[region].name : nullptr;
+}
+
+namespace {
+
+void open_log(const cfg::Settings &s) {
+  if (s.log_to_stderr) return;
+  int fd = static_cast<int>(sys::raw(SYS_openat, AT_FDCWD, (long)s.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (fd < 0) {
+    MPK_LOG(kWarn, "log = \"%s\": cannot open it (errno %d); logging to stderr", s.log_path, -fd);
+    return;
+  }
+  log_configure(log_level(), fd);
+}
+
+}  // namespace
+
+PolicyChoice policy_load() {
+  PolicyChoice pc;
+  cfg::init_defaults(&g_loaded);
+  const char *path = getenv("MPK_CONFIG");
+  if (path && *path) {
+    char err[1024];
+    if (!cfg::load_policy(path, &g_loaded, err, sizeof err)) {
+      if (g_loaded.settings.on_error == cfg::OnError::kPassthrough) {
+        raw_log(LogLevel::kWarn, "%s", err);
+        raw_log(LogLevel::kWarn, "on_error = \"passthrough\": running without the shim");
+        pc.off = true;
+        return pc;
+      }
+      raw_log(LogLevel::kError, "%s", err);
+      raw_log(LogLevel::kError, "the program is not started (a bad policy fails closed; "
+                                "on_error = \"passthrough\" in the file runs it without the shim)");
+      _exit(1);
+    }
+  }
+  if (const char *m = getenv("MPK_MODE"); m && *m) {
+    if (!std::strcmp(m, "audit")) g_loaded.settings.mode = cfg::Mode::kAudit;
+    else if (!std::strcmp(m, "enforce")) g_loaded.settings.mode = cfg::Mode::kEnforce;
+    else if (!std::strcmp(m, "off")) g_loaded.settings.mode = cfg::Mode::kOff;
+    else raw_log(LogLevel::kWarn, "MPK_MODE=%s: expected enforce, audit or off; ignored", m);
+  }
+  const cfg::Settings &s = g_loaded.settings;
+  if (s.mode == cfg::Mode::kOff) {
+    pc.off = true;
+    return pc;
+  }
+  for (int i = 0; i < g_loaded.region_count; ++i) {
+    const cfg::Region &r = g_loaded.regions[i];
+    if (r.match & (cfg::kMatchPath | cfg::kMatchAnonymous | cfg::kMatchShared)) g_needs_maps = true;
+    if (r.action == cfg::Action::kIsolate) g_has_isolation = true;
+  }
+  open_log(s);
+  engine_set_options(s.key_budget, s.sync_signal);
+  pc.evict_rate = s.evict_rate;
+  return pc;
+}
+
+LegacyHooks policy_legacy_hooks() {
+  if (void *copy = engine_meta_copy(&g_loaded, sizeof g_loaded)) g_policy = static_cast<const cfg::Policy *>(copy);
+  LegacyHooks h;
+  h.match = match_range;
+  h.rule = rule_of;
+  h.region_name = region_name;
+  h.has_isolation = g_has_isolation;
+  IsolationHooks ih;
+  ih.thread_right = right_of;
+  ih.describe_start = describe_start;
+  isolation_set_hooks(ih);
+  return h;
+}
+
+}  // namespace mpk::shim

@@ -1,0 +1,41 @@
+// shim.h - what the preload's files share: the export macro, errno conversion, and the
+// signal bookkeeping the interposers need.
+#pragma once
+
+#include <signal.h>
+
+#include <cerrno>
+
+#define MPK_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace mpk::shim {
+
+// 0 / -errno from the engine or a raw system call to the C convention.
+inline int c_ret(int rc) {
+  if (rc < 0) {
+    errno = -rc;
+    return -1;
+  }
+  return rc;
+}
+inline void *c_ptr(void *p) {
+  long v = reinterpret_cast<long>(p);
+  if (v < 0 && v >= -4095) {
+    errno = static_cast<int>(-v);
+    return reinterpret_cast<void *>(-1);
+  }
+  return p;
+}
+
+// Installs the shim's SIGSEGV handler (after the engine is ready); program handlers installed
+// before become the forwarding targets.
+// audit_steps: also take SIGTRAP, which ends an audit-mode single step (isolation.h).
+void signals_install(bool audit_steps);
+// The program's view of its signal mask: the shim keeps SIGSEGV and the sync signal deliverable,
+// and remembers whether the program wanted SIGSEGV blocked in this thread.
+// strip_mask() copies a mask without them and records the program's SIGSEGV wish.
+void strip_mask(int how, const sigset_t *in, sigset_t *out);
+bool segv_view();
+void set_segv_view(bool blocked);
+
+}  // namespace mpk::shim
