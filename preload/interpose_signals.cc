@@ -29,6 +29,7 @@
 #include "isolation.h"
 #include "sync.h"
 #include "sys.h"
+#include "policy_hooks.h"
 #include "violation_report.h"
 
 namespace mpk::shim {
@@ -125,7 +126,8 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
         errno = saved;
         return;
       }
-      if (first_at_site(ip)) report_violation(f, si, uc);
+      bool write = (ucp->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+      if (first_at_site(ip, learning() ? thread_key() : 0, write)) report_violation(f, si, uc);
       if (isolation_step_open(si->si_pkey, uc)) {  // audit: this one access goes through
         errno = saved;
         return;

@@ -24,6 +24,7 @@ cfg::Policy g_loaded;
 const cfg::Policy *g_policy = &g_loaded;
 bool g_needs_maps = false;  // some region matches on the file path, or anonymous/shared
 bool g_has_isolation = false;
+bool g_learning = false;
 
 // Finds the mapping that holds addr in /proc/self/maps: its path (empty if anonymous) and MAP_*
 // sharing flags. Runs under the engine's lock, once per new range, only if a region needs it.
@@ -98,7 +99,7 @@ RangeRule rule_of(int region) {
   rr.action = r.action == cfg::Action::kEmulate   ? RangeRule::kEmulate
               : r.action == cfg::Action::kIsolate ? RangeRule::kIsolate
                                                   : RangeRule::kPassthrough;
-  rr.audit = r.mode == cfg::Mode::kAudit || p.settings.mode == cfg::Mode::kAudit;
+  rr.audit = r.mode == cfg::Mode::kAudit || p.settings.mode == cfg::Mode::kAudit || g_learning;
   return rr;
 }
 
@@ -117,11 +118,13 @@ void describe_start(uintptr_t routine, char *buf, size_t len) {
 
 int right_of(int region, const char *thread_name, const char *start_symbol) {
   const cfg::Policy &p = *g_policy;
-  if (region < 0 || region >= p.region_count) return cfg::kRightNone;
+  if (region < 0 || region >= p.region_count || g_learning) return cfg::kRightNone;
   return cfg::thread_right(p.regions[region], thread_name, start_symbol);
 }
 
 }  // namespace
+
+bool learning() { return g_learning; }
 
 const char *region_name(int region) {
   const cfg::Policy &p = *g_policy;
@@ -166,6 +169,10 @@ PolicyChoice policy_load() {
     else if (!std::strcmp(m, "enforce")) g_loaded.settings.mode = cfg::Mode::kEnforce;
     else if (!std::strcmp(m, "off")) g_loaded.settings.mode = cfg::Mode::kOff;
     else raw_log(LogLevel::kWarn, "MPK_MODE=%s: expected enforce, audit or off; ignored", m);
+  }
+  if (const char *l = getenv("MPK_LEARN"); l && *l && std::strcmp(l, "0")) {
+    g_learning = true;
+    g_loaded.settings.mode = cfg::Mode::kAudit;
   }
   const cfg::Settings &s = g_loaded.settings;
   if (s.mode == cfg::Mode::kOff) {

@@ -16,6 +16,10 @@ PolicyChoice policy_load();
 // Moves the policy into the metadata arena (after engine_init) and returns the hooks that
 // consult it.
 LegacyHooks policy_legacy_hooks();
+// MPK_LEARN=1: every isolated region is closed to every thread and audited, and violations are
+// reported once per access site, thread name and kind of access (mpk-run --learn turns the log
+// into a policy).
+bool learning();
 // A region's name from the policy (nullptr for -1).
 const char *region_name(int region);
 

@@ -116,15 +116,24 @@ void unwinder_init() {
   if (u.init_local2 && u.step && u.get_reg) g_unw = u;
 }
 
-bool first_at_site(uintptr_t ip) {
-  size_t h = (ip * 0x9E3779B97F4A7C15ull) >> 54;
+uint64_t thread_key() {
+  char name[16];
+  thread_name(name);
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (const char *p = name; *p; ++p) h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ull;
+  return h;
+}
+
+bool first_at_site(uintptr_t ip, uint64_t who, bool write) {
+  uintptr_t key = (ip ^ who * 0x9E3779B97F4A7C15ull ^ (write ? 0x5bd1e995u : 0)) | 1;  // never 0 (free)
+  size_t h = (key * 0x9E3779B97F4A7C15ull) >> 54;
   for (int i = 0; i < kSites; ++i) {
     std::atomic<uintptr_t> &slot = g_sites[(h + i) % kSites];
     uintptr_t cur = slot.load(std::memory_order_acquire);
-    if (cur == ip) return false;
+    if (cur == key) return false;
     if (cur == 0) {
-      if (slot.compare_exchange_strong(cur, ip, std::memory_order_acq_rel)) return true;
-      if (cur == ip) return false;
+      if (slot.compare_exchange_strong(cur, key, std::memory_order_acq_rel)) return true;
+      if (cur == key) return false;
     }
   }
   return true;  // table full: report rather than stay silent

@@ -14,7 +14,10 @@ namespace mpk::shim {
 void report_violation(const IsolationFault &f, siginfo_t *si, void *uctx);
 // Loads libunwind for backtraces (start-up only: it calls dlopen).
 void unwinder_init();
-// Audit mode: true the first time this instruction address faults on an isolated region.
-bool first_at_site(uintptr_t ip);
+// Audit mode: true the first time this instruction address faults on an isolated region (for
+// this thread name and kind of access when learning: `who` is thread_key(), else 0).
+bool first_at_site(uintptr_t ip, uint64_t who, bool write);
+// The calling thread's name as a number (a hash of /proc/thread-self/comm).
+uint64_t thread_key();
 
 }  // namespace mpk::shim
