@@ -117,7 +117,7 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
     }
     IsolationFault f;
     if (isolation_fault_info(si->si_pkey, &f)) {
-      bump(g_stats.violations);
+      bump(stats().violations);
       auto *ucp = static_cast<ucontext_t *>(uc);
       uintptr_t ip = static_cast<uintptr_t>(ucp->uc_mcontext.gregs[REG_RIP]);
       if (!f.audit) {
@@ -138,7 +138,7 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
       // table would have.
       si->si_code = SEGV_ACCERR;
       si->si_pkey = 0;
-      bump(g_stats.violations);
+      bump(stats().violations);
     }
   }
   bool sent = si->si_code <= 0;

@@ -16,6 +16,7 @@
 #include "policy_hooks.h"
 #include "raw_log.h"
 #include "shim.h"
+#include "stats_page.h"
 #include "sys.h"
 #include "violation_report.h"
 
@@ -63,6 +64,7 @@ __attribute__((constructor(101))) void shim_start() {
     MPK_LOG(kError, "cannot start the engine (errno %d): the shim passes every call through", -rc);
     return;
   }
+  if (!mpk::stats_page_share()) MPK_LOG(kInfo, "no /dev/shm: mpk-stat cannot read this process's statistics");
   mpk::LegacyHooks hooks = mpk::shim::policy_legacy_hooks();
   if (hooks.has_isolation) mpk::shim::unwinder_init();
   mpk::shim::signals_install(hooks.has_isolation);
@@ -70,6 +72,9 @@ __attribute__((constructor(101))) void shim_start() {
     MPK_LOG(kError, "cannot start the mprotect emulation (errno %d)", -lrc);
 }
 
-__attribute__((destructor)) void shim_stop() { write_stats_file(); }
+__attribute__((destructor)) void shim_stop() {
+  write_stats_file();
+  mpk::stats_page_unshare();
+}
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "page_group.h"
 #include "raw_log.h"
 #include "stats.h"
+#include "stats_page.h"
 #include "sync.h"
 #include "sys.h"
 
@@ -100,6 +101,7 @@ void atfork_child() {
   });
   if (self) self->tid.store(sys::gettid(), std::memory_order_seq_cst);
   sync_after_fork(*st);
+  stats_page_after_fork();
   pthread_mutex_unlock(&g_lock);
   leave(*st, self);
 }
@@ -259,12 +261,12 @@ int engine_begin(int vkey, int prot) {
   PageGroup *g = st->groups.find(vkey);
   if (!g) return -EINVAL;
   if (!within_ceiling(prot, g->ceiling)) return -EACCES;
-  bump(g_stats.begin_calls);
+  bump(stats().begin_calls);
   int k = g->hw_key;
   if (k) {
-    bump(g_stats.cache_hits);
+    bump(stats().cache_hits);
   } else {
-    bump(g_stats.cache_misses);
+    bump(stats().cache_misses);
     k = load(*st, *g, /*may_evict=*/true, s.rec);
     if (!k) return -EBUSY;
   }
@@ -285,7 +287,7 @@ int engine_end(int vkey) {
   if (!g) return -EINVAL;
   int k = g->hw_key;
   if (!k || !s.rec->dom[k].load(std::memory_order_relaxed)) return -EINVAL;  // no open domain
-  bump(g_stats.end_calls);
+  bump(stats().end_calls);
   s.rec->dom[k].store(0, std::memory_order_release);
   st->cache.unpin(k);
   return 0;
@@ -300,7 +302,7 @@ int engine_mprotect(int vkey, int prot) {
   PageGroup *g = st->groups.find(vkey);
   if (!g) return -EINVAL;
   if (!within_ceiling(prot, g->ceiling)) return -EACCES;
-  bump(g_stats.mprotect_calls);
+  bump(stats().mprotect_calls);
   return set_group_prot(*st, *g, prot, s.rec);
 }
 
@@ -328,7 +330,7 @@ void *engine_malloc(int vkey, size_t size, int *err) {
   }
   void *p = g->heap->alloc(size);
   if (!p) return *err = ENOMEM, nullptr;
-  bump(g_stats.heap_allocs);
+  bump(stats().heap_allocs);
   return p;
 }
 
@@ -338,11 +340,11 @@ int engine_free(int vkey, void *p) {
   if (!p) return 0;
   Section s(*st);
   Locked l;
-  bump(g_stats.heap_frees);
+  bump(stats().heap_frees);
   PageGroup *g = vkey >= 0 ? st->groups.find(vkey) : nullptr;
   Heap::FreeResult r = g && g->heap ? g->heap->free(p) : Heap::FreeResult::kNotOurs;
   if (r == Heap::FreeResult::kOk) return 0;
-  bump(g_stats.bad_frees);
+  bump(stats().bad_frees);
   const char *why = !g ? "unknown vkey"
                     : r == Heap::FreeResult::kDoubleFree ? "double free"
                     : r == Heap::FreeResult::kNotABlock ? "not the start of a block"
@@ -358,7 +360,7 @@ void engine_thread_start(uintptr_t start_routine) {
   // either finds this thread in the registry or is already in what it computes.
   Section s(*st);
   if (s.rec) {
-    bump(g_stats.threads_registered);
+    bump(stats().threads_registered);
     pthread_setspecific(st->exit_key, s.rec);
     s.rec->start_routine = start_routine;
     isolation_thread_start(*st, *s.rec);

@@ -11,6 +11,7 @@
 #include "heap.h"
 #include "raw_log.h"
 #include "stats.h"
+#include "stats_page.h"
 #include "sync.h"
 #include "sys.h"
 
@@ -29,7 +30,7 @@ ThreadRecord *self_record(EngineState &st) {
   ThreadRecord *r = st.threads.find(sys::gettid());
   if (!r) {
     r = st.threads.add(sys::gettid());
-    if (r) bump(g_stats.threads_registered);
+    if (r) bump(stats().threads_registered);
   }
   t_self = r;
   return r;
@@ -95,6 +96,7 @@ int unload(EngineState &st, PageGroup &g) {
   st.cache.release(k);
   publish_rights(st, k, Rights::kNone);
   g.hw_key = 0;
+  region_update(g.stat_slot, 0, g.prot, g.ceiling);
   return 0;
 }
 
@@ -106,6 +108,7 @@ int take_new_key(EngineState &st) {
   publish_rights(st, k, Rights::kNone);
   st.cache.make_available(k);
   st.managed_mask.fetch_or(1u << k, std::memory_order_seq_cst);
+  stats_page().hw_keys.store(st.keys_taken, std::memory_order_relaxed);
   return k;
 }
 
@@ -119,7 +122,7 @@ int load(EngineState &st, PageGroup &g, bool may_evict, ThreadRecord *self) {
     if (k) {
       PageGroup &victim = *st.cache.owner(k);
       if (unload(st, victim) != 0) return 0;
-      bump(g_stats.evictions);
+      bump(stats().evictions);
     }
   }
   if (!k) return 0;
@@ -142,7 +145,8 @@ int load(EngineState &st, PageGroup &g, bool may_evict, ThreadRecord *self) {
     bump_gen(st);
     return 0;
   }
-  bump(g_stats.loads);
+  bump(stats().loads);
+  region_update(g.stat_slot, k, g.prot, g.ceiling);
   return k;
 }
 
@@ -198,8 +202,8 @@ int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self)
   PageGroup *g = &g_;
   int old = g->prot;
   if (int k = g->hw_key) {
-    bump(g_stats.cache_hits);
-    bump(g_stats.mprotect_by_pkru);
+    bump(stats().cache_hits);
+    bump(stats().mprotect_by_pkru);
     int old_page = g->page_prot();
     g->prot = prot;
     st.cache.touch(k, ++st.tick);
@@ -221,7 +225,7 @@ int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self)
     }
     return 0;
   }
-  bump(g_stats.cache_misses);
+  bump(stats().cache_misses);
   g->prot = prot;
   bool try_load = st.cache.find_free() || st.keys_taken < st.key_budget;
   if (!try_load) {
@@ -232,10 +236,10 @@ int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self)
     }
   }
   if (try_load && load(st, *g, /*may_evict=*/true, self)) {
-    bump(g_stats.mprotect_by_pkru);
+    bump(stats().mprotect_by_pkru);
     return 0;
   }
-  bump(g_stats.mprotect_by_page_table);
+  bump(stats().mprotect_by_page_table);
   if (int rc = tag_ranges(*g, prot, 0)) {
     g->prot = old;
     tag_ranges(*g, old, 0);

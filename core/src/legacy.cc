@@ -11,6 +11,7 @@
 #include "isolation.h"
 #include "raw_log.h"
 #include "stats.h"
+#include "stats_page.h"
 #include "sync.h"
 #include "sys.h"
 #include "toggle_tracker.h"
@@ -78,8 +79,9 @@ bool dissolve(EngineState &st, LegacyState &ls, int i) {
     isolation_forget(*g);
   }
   remove_at(ls, i);
+  region_release(g->stat_slot);
   delete_group(st, g);
-  bump(g_stats.dissolves);
+  bump(stats().dissolves);
   return true;
 }
 
@@ -128,7 +130,10 @@ void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, ThreadR
     return;
   }
   ls.groups[ls.ngroups++] = g;
-  bump(g_stats.promotions);
+  g->stat_slot = static_cast<int16_t>(region_claim(ls.hooks.region_name ? ls.hooks.region_name(g->region) : nullptr,
+                                                   "emulate", e.start, e.len));
+  region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
+  bump(stats().promotions);
 }
 
 // Set while this thread holds the engine's lock in here: the policy's matcher may unwind the
@@ -159,6 +164,7 @@ int legacy_init(const LegacyHooks &hooks) {
   auto *ls = new (mem) LegacyState();
   ls->hooks = hooks;
   st->lazy_grants = true;
+  stats_page().active.store(1, std::memory_order_relaxed);
   g_legacy.store(ls, std::memory_order_release);
   return 0;
 }
@@ -175,21 +181,24 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
   Section s(*st);
   Locked l;
   Held h;
-  bump(g_stats.legacy_calls);
+  bump(stats().legacy_calls);
   int i = find_exact(*ls, start, rlen);
   if (i >= 0) {
     PageGroup *g = ls->groups[i];
     if (g->isolate && g->hw_key) {
       // Isolated: the page table holds exactly prot (with the key); threads' rights stay theirs.
-      bump(g_stats.legacy_passthrough);
+      bump(stats().legacy_passthrough);
       int rc = sys::pkey_mprotect(addr, len, prot, g->hw_key);
       if (rc == 0) g->ceiling = g->prot = prot;
+      region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
       return rc;
     }
     if (fits(*g, prot)) {
       int rc = set_group_prot(*st, *g, prot, s.rec);
       ++g->toggles;
-      bump(g->hw_key ? g_stats.legacy_emulated : g_stats.legacy_passthrough);
+      region_toggled(g->stat_slot);
+      region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
+      bump(g->hw_key ? stats().legacy_emulated : stats().legacy_passthrough);
       return rc;
     }
     // More than the ceiling: the kernel decides; the tracker keeps counting with the wider union.
@@ -200,7 +209,7 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
       ++j;
     }
   }
-  bump(g_stats.legacy_passthrough);
+  bump(stats().legacy_passthrough);
   int rc = sys::mprotect(addr, len, prot);
   if (rc != 0) return rc;
   bool fresh;
@@ -268,8 +277,11 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
     return p;
   }
   ls->groups[ls->ngroups++] = g;
+  g->stat_slot = static_cast<int16_t>(region_claim(ls->hooks.region_name ? ls->hooks.region_name(region) : nullptr,
+                                                   rule.audit ? "isolate-audit" : "isolate", pa, rlen));
+  region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
   widen_bounds(pa, rlen);
-  bump(g_stats.promotions);
+  bump(stats().promotions);
   return p;
 }
 
@@ -325,49 +337,49 @@ bool legacy_repair_efault(const void *p, size_t len) {
   for (; mask; mask &= mask - 1) {
     int k = __builtin_ctz(mask);
     if (pkru_rights(after, k) > pkru_rights(before, k)) {
-      bump(g_stats.efault_repairs);
+      bump(stats().efault_repairs);
       return true;
     }
   }
   return false;
 }
 
+namespace {
+
+// The rights of every live thread on an isolated region, appended to its stats row. Runs under
+// the engine's lock (legacy_stats_json).
+int thread_rights_json(int slot, char *buf, int cap) {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  if (!ls) return 0;
+  for (int i = 0; i < ls->ngroups; ++i) {
+    const PageGroup *g = ls->groups[i];
+    if (g->stat_slot != slot || !g->isolate || !g->hw_key) continue;
+    int k = g->hw_key, t = 0;
+    int n = format_to(buf, cap, ",\"threads\":[");
+    st->threads.for_each_live([&](ThreadRecord &r) {
+      if (n > cap - 120) return;
+      uint8_t v = r.iso[k].load(std::memory_order_relaxed);
+      const char *right = v == 3 ? "rw" : v == 2 ? "r" : "none";
+      n += format_to(buf + n, cap - n, "%s{\"tid\":%d,\"name\":\"%s\",\"right\":\"%s\"}", t++ ? "," : "",
+                     r.tid.load(std::memory_order_relaxed), r.name, right);
+    });
+    return n + format_to(buf + n, cap - n, "]");
+  }
+  return 0;
+}
+
+}  // namespace
+
 int legacy_stats_json(char *buf, int cap) {
   EngineState *st;
   LegacyState *ls = ready_state(&st);
-  auto u = [](std::atomic<uint64_t> &c) { return (unsigned long)c.load(std::memory_order_relaxed); };
-  int groups = 0, resident = 0, keys = 0;
-  if (ls) {
-    wrpkru(inside_meta(rdpkru()));
-    pthread_mutex_lock(&g_lock);
-    groups = ls->ngroups;
-    for (int i = 0; i < ls->ngroups; ++i) resident += ls->groups[i]->hw_key != 0;
-    keys = st->keys_taken;
-  }
-  int n = format_to(buf, cap,
-                    "{\"version\":\"%s\",\"pid\":%d,\"active\":%s,\"mprotect_calls\":%lu,\"mprotect_emulated\":%lu,"
-                    "\"mprotect_passthrough\":%lu,\"groups\":%d,\"resident_groups\":%d,\"hw_keys\":%d,"
-                    "\"evictions\":%lu,\"lazy_grants\":%lu,\"revocation_signals\":%lu,\"efault_repairs\":%lu,"
-                    "\"violations\":%lu,\"promotions\":%lu,\"dissolves\":%lu,\"sync_fallbacks\":%lu,"
-                    "\"threads_registered\":%lu,\"regions\":[",
-                    MPK_VERSION_STRING, sys::getpid(), ls ? "true" : "false", u(g_stats.legacy_calls),
-                    u(g_stats.legacy_emulated), u(g_stats.legacy_passthrough), groups, resident, keys,
-                    u(g_stats.evictions), u(g_stats.lazy_grants), u(g_stats.revocation_signals),
-                    u(g_stats.efault_repairs), u(g_stats.violations), u(g_stats.promotions),
-                    u(g_stats.dissolves), u(g_stats.sync_fallbacks), u(g_stats.threads_registered));
-  if (ls) {
-    for (int i = 0; i < ls->ngroups && n < cap - 256; ++i) {
-      const PageGroup *g = ls->groups[i];
-      const char *name = ls->hooks.region_name ? ls->hooks.region_name(g->region) : nullptr;
-      n += format_to(buf + n, cap - n,
-                     "%s{\"name\":\"%s\",\"ranges\":[[\"0x%lx\",%lu]],\"key\":%d,\"prot\":%d,\"ceiling\":%d,\"toggles\":%lu}",
-                     i ? "," : "", name ? name : "auto", (unsigned long)g->ranges[0].start,
-                     (unsigned long)g->ranges[0].len, g->hw_key, g->prot, g->ceiling, (unsigned long)g->toggles);
-    }
-    pthread_mutex_unlock(&g_lock);
-    wrpkru(outside_meta(rdpkru()));
-  }
-  n += format_to(buf + n, cap - n, "]}");
+  if (!ls) return stats_page_json(stats_page(), buf, cap, nullptr);
+  wrpkru(inside_meta(rdpkru()));
+  pthread_mutex_lock(&g_lock);
+  int n = stats_page_json(stats_page(), buf, cap, thread_rights_json);
+  pthread_mutex_unlock(&g_lock);
+  wrpkru(outside_meta(rdpkru()));
   return n;
 }
 

@@ -38,6 +38,7 @@ struct PageGroup {
   // Legacy mprotect emulation (legacy.h): the group stands for one range the program toggles.
   bool legacy = false;
   int16_t region = -1;     // policy region index, -1 for the defaults
+  int16_t stat_slot = -1;  // its row in the stats page (stats_page.h), -1 if not listed
   uint64_t toggles = 0;    // mprotect calls served for it
   // Isolation (isolation.h): per-thread rights on a pinned key; audit logs instead of stopping.
   bool isolate = false;

@@ -1,6 +1,7 @@
 // stats.h - the engine's counters, generated from one list.
 //
 // Each counter is a relaxed atomic, safe to bump from any thread and from signal handlers.
+// Counters are appended, never reordered: the stats page (stats_page.h) is read by mpk-stat.
 // stats_json() renders them (with the library version) as one JSON object.
 #pragma once
 
@@ -41,7 +42,10 @@ struct Stats {
 #undef MPK_DECLARE_COUNTER
 };
 
-extern constinit Stats g_stats;
+// Where the counters live: a static block from the start, moved into the shared stats page
+// (stats_page.h) when the shim publishes one, so that other processes can read them live.
+extern constinit std::atomic<Stats *> g_stats_at;
+inline Stats &stats() { return *g_stats_at.load(std::memory_order_relaxed); }
 
 inline void bump(std::atomic<uint64_t> &c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
 

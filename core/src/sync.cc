@@ -152,7 +152,7 @@ bool lazy_grant(int key, void *uctx) {
         rec->shadow.store(want, std::memory_order_relaxed);
         rec->shadow_known.store(true, std::memory_order_release);
       }
-      bump(g_stats.lazy_grants);
+      bump(stats().lazy_grants);
       granted = true;
     }
   }
@@ -237,7 +237,7 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self) {
   uint32_t bits = 0;
   for (uint32_t m = keys; m; m &= m - 1) bits |= pkru_mask(__builtin_ctz(m));
   if (!bits) return true;
-  bump(g_stats.sync_rounds);
+  bump(stats().sync_rounds);
   const int pid = sys::getpid();
 
   struct Target {
@@ -288,7 +288,7 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self) {
           return;
         }
         r.sent.store(++sent, std::memory_order_relaxed);
-        bump(g_stats.revocation_signals);
+        bump(stats().revocation_signals);
       }
       targets[n++] = Target{&r, tid, sent};
     });
@@ -339,7 +339,7 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self) {
       sys::sched_yield();
     }
   }
-  if (!ok) bump(g_stats.sync_fallbacks);
+  if (!ok) bump(stats().sync_fallbacks);
   return ok;
 }
 

@@ -28,7 +28,7 @@ TEST(RawLog, TruncatesSafely) {
 
 TEST(Stats, JsonHasEveryCounter) {
   char buf[4096];
-  bump(g_stats.evictions, 3);
+  bump(stats().evictions, 3);
   stats_json(buf, sizeof buf, 5, 2, 13);
   std::string s(buf);
   EXPECT_EQ(s.front(), '{');
