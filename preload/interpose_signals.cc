@@ -141,6 +141,12 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
       bump(stats().violations);
     }
   }
+  if (log_level() >= LogLevel::kDebug) {
+    uint32_t frame = 0;
+    frame_pkru_read(uc, &frame);
+    MPK_LOG(kDebug, "SIGSEGV in thread %d: code %d key %d address %p, PKRU at the fault %x", sys::gettid(),
+            si->si_code, si->si_code == SEGV_PKUERR ? (int)si->si_pkey : -1, si->si_addr, frame);
+  }
   bool sent = si->si_code <= 0;
   struct sigaction a;
   if (g_actions[SIGSEGV].managed.load(std::memory_order_acquire)) {

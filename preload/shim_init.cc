@@ -22,9 +22,22 @@
 
 namespace {
 
-void write_stats_file() {
+// MPK_STATS as it was at start-up: programs may rewrite their environment (PHP's CLI moves it
+// to set the process title), so it is read once, in the constructor.
+char g_stats_path[512];
+
+void remember_stats_path() {
   const char *path = getenv("MPK_STATS");
-  if (!path || !*path) return;
+  if (!path || std::strlen(path) >= sizeof g_stats_path) {
+    if (path) MPK_LOG(kWarn, "MPK_STATS: path longer than %zu bytes; no statistics file", sizeof g_stats_path - 1);
+    return;
+  }
+  std::memcpy(g_stats_path, path, std::strlen(path) + 1);
+}
+
+void write_stats_file() {
+  const char *path = g_stats_path;
+  if (!*path) return;
   char real_path[512];
   int n = 0;
   for (const char *p = path; *p && n < (int)sizeof real_path - 16; ++p) {
@@ -53,6 +66,7 @@ void write_stats_file() {
 }
 
 __attribute__((constructor(101))) void shim_start() {
+  remember_stats_path();
   mpk::shim::PolicyChoice pc = mpk::shim::policy_load();
   if (pc.off) return;
   int rc = mpk::engine_init(pc.evict_rate);

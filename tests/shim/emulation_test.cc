@@ -1,0 +1,134 @@
+// The legacy mprotect emulation seen from an unmodified program: the same answers as the kernel,
+// faults where mprotect would put them, and the range really served by a protection key.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "pkey_test_util.h"
+#include "shim_test_util.h"
+
+using shimt::Has;
+using mpkt::RW;
+using shimt::Mapping;
+
+namespace {
+
+class Emulation : public ::testing::Test {
+ protected:
+  void SetUp() override { mpkt::install_probe_handler(); }
+};
+
+TEST_F(Emulation, RepeatedTogglesBecomeAKeyWithExactRights) {
+  Mapping m(4);
+  uint64_t emulated = shimt::counter(&mpk::Stats::legacy_emulated);
+  shimt::Toggle(m, 3);
+  EXPECT_TRUE(Has(m.base() + 4096, RW));
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  EXPECT_TRUE(Has(m.base() + 4096, PROT_READ));
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_NONE), 0);
+  EXPECT_TRUE(Has(m.base(), PROT_NONE));
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), RW), 0);
+  EXPECT_TRUE(Has(m.base() + 3 * 4096, RW));
+  if (!shimt::emulating()) GTEST_SKIP() << "rights checked; emulation itself needs the shim and PKU";
+  EXPECT_GT(mpkt::pkey_of(m.base()), 0) << "the toggled range should carry a protection key";
+  EXPECT_GE(shimt::counter(&mpk::Stats::legacy_emulated) - emulated, 6u);
+}
+
+TEST_F(Emulation, ErrorsAreTheKernels) {
+  Mapping m(2);
+  shimt::Toggle(m, 3);
+  errno = 0;
+  EXPECT_EQ(mprotect(m.base() + 1, 4096, PROT_READ), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(mprotect(m.base(), m.bytes(), PROT_READ | 0x1000), -1);
+  EXPECT_EQ(errno, EINVAL);
+  // A range reaching past the mapping: ENOMEM, and the pages that exist keep their rights.
+  void *hole = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(hole, MAP_FAILED);
+  ASSERT_EQ(munmap(hole, 4096), 0);
+  errno = 0;
+  EXPECT_EQ(mprotect(hole, 4096, PROT_READ), -1);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_EQ(mprotect(m.base(), 0, PROT_NONE), 0);
+  EXPECT_TRUE(Has(m.base(), RW));
+}
+
+TEST_F(Emulation, PartOfAGroupGoesBackToThePageTable) {
+  Mapping m(4);
+  shimt::Toggle(m, 3);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  // The second page alone: the group cannot express it, so the kernel takes over, exactly.
+  ASSERT_EQ(mprotect(m.base() + 4096, 4096, RW), 0);
+  EXPECT_TRUE(Has(m.base(), PROT_READ));
+  EXPECT_TRUE(Has(m.base() + 4096, RW));
+  EXPECT_TRUE(Has(m.base() + 2 * 4096, PROT_READ));
+  if (shimt::emulating()) {
+    EXPECT_EQ(mpkt::pkey_of(m.base()), 0);
+    EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), 0);
+  }
+}
+
+TEST_F(Emulation, MunmapAndMapFixedDropTheGroup) {
+  Mapping m(4);
+  shimt::Toggle(m, 3);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  void *p = mmap(m.base() + 4096, 4096, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  ASSERT_EQ(p, m.base() + 4096);
+  EXPECT_TRUE(Has(m.base() + 4096, RW));
+  EXPECT_TRUE(Has(m.base(), PROT_READ));
+  if (shimt::emulating()) EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), 0);
+  ASSERT_EQ(munmap(m.base(), m.bytes()), 0);
+  m.Forget();
+  EXPECT_FALSE(mpkt::is_mapped(m.base()));
+}
+
+TEST_F(Emulation, MremapMovesThePagesWithTheirRights) {
+  Mapping m(2);
+  shimt::Toggle(m, 3);
+  m.base()[5] = 77;
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  void *q = mremap(m.base(), m.bytes(), 4 * 4096, MREMAP_MAYMOVE);
+  ASSERT_NE(q, MAP_FAILED);
+  m.Forget();
+  auto *b = static_cast<uint8_t *>(q);
+  EXPECT_EQ(mpkt::probe_read(b + 5), 77);
+  EXPECT_TRUE(Has(b + 4096, PROT_READ));
+  EXPECT_EQ(munmap(q, 4 * 4096), 0);
+}
+
+// A JIT's cycle: write code, make it executable, run it, make it writable again.
+TEST_F(Emulation, RwRxTogglesRunTheNewCode) {
+  Mapping m(1);
+  for (int round = 0; round < 6; ++round) {
+    ASSERT_EQ(mprotect(m.base(), m.bytes(), RW), 0);
+    const uint8_t code[] = {0xb8, static_cast<uint8_t>(40 + round), 0, 0, 0, 0xc3};  // mov eax, N; ret
+    memcpy(m.base(), code, sizeof code);
+    ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ | PROT_EXEC), 0);
+    EXPECT_EQ(mpkt::probe_exec(m.base()), 40 + round);
+    mpkt::Fault f;
+    EXPECT_FALSE(mpkt::probe_write(m.base() + 100, 1, &f)) << "round " << round;
+    EXPECT_EQ(f.fault_code, SEGV_ACCERR);
+  }
+}
+
+TEST_F(Emulation, ForkChildKeepsTheRights) {
+  Mapping m(2);
+  shimt::Toggle(m, 3);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    mpkt::Fault f;
+    bool wrote = mpkt::probe_write(m.base(), 1, &f);
+    int ok = !wrote && f.fault_code == SEGV_ACCERR;
+    ok &= mprotect(m.base(), m.bytes(), RW) == 0;
+    ok &= mpkt::probe_write(m.base(), 9);
+    ok &= mprotect(m.base(), m.bytes(), PROT_READ) == 0;
+    ok &= !mpkt::probe_write(m.base(), 1);
+    _exit(ok ? 0 : 3);
+  }
+  EXPECT_EQ(mpkt::DescribeWaitStatus(mpkt::WaitChild(pid, 60)), "exit 0");
+  EXPECT_TRUE(Has(m.base(), PROT_READ));
+}
+
+}  // namespace

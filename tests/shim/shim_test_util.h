@@ -1,0 +1,57 @@
+// shim_test_util.h - what the preload shim's tests need beyond the hardware suite's helpers
+// (tests/hw/pkey_test_util.h): whether the shim runs with keys in this process, and its counters,
+// read from the statistics page it publishes (core/src/stats_page.h).
+#pragma once
+
+#include <sys/mman.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include <gtest/gtest.h>
+
+#include "pkey_test_util.h"
+#include "stats_page.h"
+
+namespace shimt {
+
+// The shim's statistics page of this process, or nullptr (no shim, or no protection keys).
+const mpk::StatsPage *stats();
+// True when this process runs under the shim with protection keys.
+bool emulating();
+uint64_t counter(const std::atomic<uint64_t> mpk::Stats::*which);
+
+#define SHIM_SKIP_UNLESS_EMULATING()                                                               \
+  do {                                                                                             \
+    if (!::shimt::emulating())                                                                     \
+      GTEST_SKIP() << "not running under libmpk_shim.so on a CPU with PKU: the emulated run "      \
+                      "(mpk_shim_tests_qemu) covers it";                                           \
+  } while (0)
+
+// mpkt::HasExactly, with the protection key looked up only where the shim uses keys (without PKU
+// smaps has no ProtectionKey line and every page is on the page table's rights).
+inline ::testing::AssertionResult Has(void *p, int prot) {
+  return mpkt::HasExactly(p, prot, mpkt::PkruCheck::kAtMost, emulating() ? mpkt::kLookUpKey : 0);
+}
+
+// An anonymous private mapping of `pages` pages, unmapped at scope exit.
+class Mapping {
+ public:
+  explicit Mapping(size_t pages, int prot = PROT_READ | PROT_WRITE);
+  ~Mapping();
+  Mapping(const Mapping &) = delete;
+  Mapping &operator=(const Mapping &) = delete;
+  uint8_t *base() const { return base_; }
+  size_t bytes() const { return bytes_; }
+  void Forget() { base_ = nullptr; }
+
+ private:
+  uint8_t *base_ = nullptr;
+  size_t bytes_;
+};
+
+// mprotects the whole mapping between RW and R `times` times (ending RW): enough for the shim to
+// make it a group.
+void Toggle(const Mapping &m, int times = 3);
+
+}  // namespace shimt

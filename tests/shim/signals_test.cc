@@ -1,0 +1,109 @@
+// Signals under the shim: the program's handlers are reported and called as its own, run with
+// their thread's rights, and the shim's signals can be neither blocked nor taken over.
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "pkey_test_util.h"
+#include "shim_test_util.h"
+
+using mpkt::RW;
+using shimt::Mapping;
+
+namespace {
+
+class Signals : public ::testing::Test {
+ protected:
+  void SetUp() override { mpkt::install_probe_handler(); }
+};
+
+uint8_t *g_target;
+volatile int g_handler_wrote;
+void write_from_handler(int) {
+  g_target[7] = 0x5a;
+  g_handler_wrote = g_target[7];
+}
+
+TEST_F(Signals, HandlerWithEverySignalBlockedWritesWithItsThreadsRights) {
+  Mapping m(1);
+  shimt::Toggle(m, 3);
+  g_target = m.base();
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = write_from_handler;
+  sigfillset(&sa.sa_mask);  // SIGSEGV too: a fault in the handler would kill the process
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+  g_handler_wrote = 0;
+  ASSERT_EQ(raise(SIGUSR1), 0);
+  EXPECT_EQ(g_handler_wrote, 0x5a);
+  struct sigaction now;
+  ASSERT_EQ(sigaction(SIGUSR1, &old, &now), 0);
+  EXPECT_EQ(now.sa_handler, write_from_handler) << "sigaction must report the program's handler";
+}
+
+TEST_F(Signals, SegvHandlerIsReportedAsTheProgramsOwn) {
+  struct sigaction now;
+  ASSERT_EQ(sigaction(SIGSEGV, nullptr, &now), 0);
+  ASSERT_TRUE(now.sa_flags & SA_SIGINFO);
+  Dl_info info;
+  ASSERT_NE(dladdr(reinterpret_cast<void *>(now.sa_sigaction), &info), 0);
+  EXPECT_EQ(strstr(info.dli_fname, "libmpk_shim"), nullptr) << info.dli_fname;
+}
+
+TEST_F(Signals, MaskKeepsTheProgramsView) {
+  sigset_t block, old, now;
+  sigemptyset(&block);
+  sigaddset(&block, SIGSEGV);
+  sigaddset(&block, SIGUSR2);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &block, &old), 0);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, nullptr, &now), 0);
+  EXPECT_TRUE(sigismember(&now, SIGSEGV));
+  EXPECT_TRUE(sigismember(&now, SIGUSR2));
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &old, nullptr), 0);
+  ASSERT_EQ(sigprocmask(SIG_BLOCK, nullptr, &now), 0);
+  EXPECT_FALSE(sigismember(&now, SIGSEGV));
+}
+
+TEST_F(Signals, SyncSignalCannotBeTakenOver) {
+  SHIM_SKIP_UNLESS_EMULATING();
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  errno = 0;
+  EXPECT_EQ(sigaction(SIGRTMAX - 2, &sa, nullptr), -1);
+  EXPECT_EQ(errno, EINVAL);
+  sigset_t all, now;
+  sigfillset(&all);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &all, &now), 0);
+  sigset_t blocked;
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &now, &blocked), 0);
+  EXPECT_FALSE(sigismember(&blocked, SIGRTMAX - 2)) << "the sync signal must stay deliverable";
+}
+
+TEST_F(Signals, ProgramKeysCoexist) {
+  SHIM_SKIP_UNLESS_EMULATING();
+  Mapping m(1);
+  shimt::Toggle(m, 3);
+  int shim_key = mpkt::pkey_of(m.base());
+  ASSERT_GT(shim_key, 0);
+  errno = 0;
+  EXPECT_EQ(pkey_free(shim_key), -1) << "a key the program never allocated";
+  EXPECT_EQ(errno, EINVAL);
+  int mine = pkey_alloc(0, PKEY_DISABLE_WRITE);
+  ASSERT_GT(mine, 0) << strerror(errno);
+  EXPECT_NE(mine, shim_key);
+  Mapping own(1);
+  ASSERT_EQ(pkey_mprotect(own.base(), own.bytes(), RW, mine), 0);
+  EXPECT_EQ(mpkt::pkey_of(own.base()), mine);
+  shimt::Toggle(m, 2);  // the shim rewrites PKRU: the program's key keeps its bits
+  EXPECT_EQ(mpkt::pkru_prot(mpkt::rdpkru(), mine), PROT_READ);
+  mpkt::Fault f;
+  EXPECT_FALSE(mpkt::probe_write(own.base(), 1, &f));
+  EXPECT_EQ(f.fault_code, mpkt::kSegvPkuErr);
+  EXPECT_EQ(f.fault_pkey, mine) << "the program's own key faults reach it unchanged";
+  ASSERT_EQ(pkey_mprotect(own.base(), own.bytes(), RW, 0), 0);
+  EXPECT_EQ(pkey_free(mine), 0);
+}
+
+}  // namespace
