@@ -1,11 +1,11 @@
 // interpose_io.cc - system calls that read or write program memory, repaired on EFAULT.
 //
 // The kernel checks the caller's PKRU when it copies to or from user memory and answers EFAULT
-// instead of faulting, so a lazy grant (which needs a fault) never happens for a buffer handed to
-// a system call. These wrappers call the real function; only when it fails with EFAULT and the
-// buffer lies where the shim emulates do they bring the thread's PKRU up to date
-// (legacy_repair_efault) and, if that gave the thread more access, call once more. Success costs
-// one comparison.
+// (or a short count, when the copy stops part way) instead of faulting, so a lazy grant (which
+// needs a fault) never happens for a buffer handed to a system call. Before the call each wrapper
+// brings the thread's PKRU up to the rights it holds if a grant has not reached it yet
+// (legacy_catch_up: a read of PKRU and of the key rights when nothing is pending); after an
+// EFAULT where the shim emulates, it repairs once more and retries (a grant that raced the call).
 #include <dlfcn.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -46,6 +46,7 @@ bool repair_iov(const struct iovec *iov, int n) {
   MPK_EXPORT RET NAME PARAMS {                                                           \
     static constinit std::atomic<void *> real_slot{nullptr};                             \
     auto real = reinterpret_cast<RET(*) PARAMS>(resolve(#NAME, real_slot));              \
+    mpk::legacy_catch_up();                                                              \
     RET r = real ARGS;                                                                   \
     if (r < 0 && errno == EFAULT && (REPAIR)) r = real ARGS;                             \
     return r;                                                                            \

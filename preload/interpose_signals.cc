@@ -89,7 +89,9 @@ void trampoline(int sig, siginfo_t *si, void *uc) {
   bool was_blocked = t_segv_blocked;
   if (sigismember(&a.sa_mask, SIGSEGV)) t_segv_blocked = true;
   errno = saved;
+  ++t_handler_depth;
   if (is_function(a)) call_program_handler(a, sig, si, uc);
+  --t_handler_depth;
   saved = errno;
   t_segv_blocked = was_blocked;
   errno = saved;
@@ -175,7 +177,9 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
     if (sigismember(&a.sa_mask, SIGSEGV)) t_segv_blocked = true;
     sys::raw(SYS_rt_sigprocmask, SIG_BLOCK, (long)&mask, (long)&old, sizeof(long));
     errno = saved;
+    ++t_handler_depth;
     call_program_handler(a, sig, si, uc);
+    --t_handler_depth;
     saved = errno;
     sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, sizeof(long));
     t_segv_blocked = was_blocked;
@@ -204,7 +208,9 @@ void trap_handler(int sig, siginfo_t *si, void *uc) {
   }
   if (is_function(a)) {
     adopt_thread_rights();
+    ++t_handler_depth;
     call_program_handler(a, sig, si, uc);
+    --t_handler_depth;
   } else if (a.sa_handler == SIG_DFL) {
     struct sigaction dfl;
     std::memset(&dfl, 0, sizeof dfl);
@@ -234,6 +240,7 @@ void signals_install(bool audit_steps) {
     sa.sa_sigaction = trap_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&sa.sa_mask);
+    sync_mask_handler(&sa);
     if (real_sigaction(SIGTRAP, &sa, nullptr) == 0) g_trap_owned.store(true, std::memory_order_release);
   }
   struct sigaction old;
@@ -244,6 +251,9 @@ void signals_install(bool audit_steps) {
   // SA_ONSTACK: a program that set up an alternate stack for stack overflows keeps it.
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
   sigemptyset(&sa.sa_mask);
+  // Ordering: a sync taken inside this handler would edit this handler's frame, not the
+  // interrupted context's; blocked here, it arrives right after, where its edit lasts.
+  sync_mask_handler(&sa);
   if (real_sigaction(SIGSEGV, &sa, nullptr) != 0) {
     MPK_LOG(kError, "cannot install the SIGSEGV handler: errno %d", errno);
     return;

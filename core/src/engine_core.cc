@@ -52,8 +52,9 @@ void leave(EngineState &st, ThreadRecord *rec) {
   for (;;) {
     uint64_t g1 = st.gen.load(std::memory_order_seq_cst);
     uint32_t v = outside_meta(compute_pkru(st, rdpkru(), rec));
-    rec->shadow.store(v, std::memory_order_release);
-    rec->shadow_known.store(true, std::memory_order_release);
+    // Inside a program's signal handler the interrupted context resumes later with its own PKRU:
+    // the shadow may then only grow.
+    note_shadow(st, rec, v, /*may_lower=*/t_handler_depth == 0);
     rec->in_lib.store(0, std::memory_order_seq_cst);  // the StoreLoad fence before gen is re-read
     wrpkru(v);
     if (st.gen.load(std::memory_order_seq_cst) == g1) return;

@@ -59,6 +59,14 @@ extern constinit uint32_t g_meta_mask;  // PKRU bits of the metadata key
 // The calling thread's record (initial-exec TLS: safe in signal handlers).
 extern thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec")));
 
+// How many program signal handlers this thread is running (the shim's trampolines count them).
+// Inside one, the PKRU written now lasts only until the handler returns.
+extern thread_local int t_handler_depth __attribute__((tls_model("initial-exec")));
+
+// Records v as rec's shadow PKRU. Unless may_lower, a managed key's right in the shadow never
+// shrinks (the thread may resume a context that holds more).
+void note_shadow(const EngineState &st, ThreadRecord *rec, uint32_t v, bool may_lower);
+
 // The PKRU a thread should hold on the engine's group keys, starting from `base` (other keys,
 // including the metadata key, keep base's bits). rec may be null (a thread with no domains).
 uint32_t compute_pkru(const EngineState &st, uint32_t base, const ThreadRecord *rec);

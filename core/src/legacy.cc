@@ -59,6 +59,9 @@ RangeRule rule_for(const LegacyState &ls, int region) {
 // Does prot fit the group's ceiling? With exact execute rights only the data bits must fit: a new
 // PROT_EXEC is a retag (set_group_prot), never more data access.
 bool fits(const PageGroup &g, int prot) {
+  // Exactly PROT_EXEC is execute-only: the kernel gives it its own key and reports faults on it
+  // as key faults. Only the kernel can say that, so such a range is left to it.
+  if (prot == PROT_EXEC) return false;
   int need = g.exec_exact ? prot & kDataProt : prot;
   return (need & ~g.ceiling) == 0 && (prot & ~kAllProt) == 0;
 }
@@ -219,7 +222,7 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
     e.region = static_cast<int16_t>(ls->hooks.match ? ls->hooks.match(start, rlen, prot, -1, nullptr) : -1);
   }
   RangeRule rule = rule_for(*ls, e.region);
-  if (rule.action != RangeRule::kEmulate) e.never = true;
+  if (rule.action != RangeRule::kEmulate || prot == PROT_EXEC) e.never = true;
   ++e.count;
   e.prot_union |= prot;
   if (!e.never && e.count >= static_cast<uint32_t>(rule.promote_after)) promote(*st, *ls, e, prot, s.rec);
@@ -321,6 +324,25 @@ int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey) {
   Held h;
   clear_span(*st, *ls, start, page_round(len));
   return sys::pkey_mprotect(addr, len, prot, pkey);
+}
+
+bool legacy_catch_up() {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  if (!ls || !st->managed_mask.load(std::memory_order_relaxed)) return false;
+  uint32_t cur = rdpkru();
+  uint32_t want = compute_pkru(*st, cur, t_self);
+  bool behind = false;
+  for (uint32_t m = st->managed_mask.load(std::memory_order_acquire); m && !behind; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    behind = pkru_rights(want, k) > pkru_rights(cur, k);
+  }
+  if (!behind) return false;
+  {
+    Section s(*st);  // leaving writes this thread's PKRU from the state
+  }
+  bump(stats().efault_repairs);
+  return true;
 }
 
 bool legacy_repair_efault(const void *p, size_t len) {

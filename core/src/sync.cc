@@ -59,6 +59,13 @@ void sync_handler(int, siginfo_t *, void *uctx) {
     rec = st->threads.find(sys::gettid());
     t_self = rec;
   }
+  if (st && rec && t_handler_depth > 0) {
+    // Inside a program handler that does not block the sync signal (one installed behind the
+    // engine's back): this frame is not the one the thread resumes with. No ack: the revoker
+    // falls back to the page table.
+    errno = saved_errno;
+    return;
+  }
   if (st && rec) {
     if (rec->in_lib.load(std::memory_order_seq_cst) == 0) {
       uint32_t *slot = frame_pkru(uctx);
@@ -69,8 +76,7 @@ void sync_handler(int, siginfo_t *, void *uctx) {
       }
       uint32_t v = compute_pkru(*st, *slot, rec);
       *slot = v;
-      rec->shadow.store(v, std::memory_order_relaxed);
-      rec->shadow_known.store(true, std::memory_order_relaxed);
+      note_shadow(*st, rec, v, /*may_lower=*/true);
     }
     // Inside the engine the thread recomputes its PKRU on the way out (engine.cc: leave()).
     rec->acks.fetch_add(1, std::memory_order_seq_cst);
@@ -148,10 +154,8 @@ bool lazy_grant(int key, void *uctx) {
     uint32_t want = compute_pkru(*st, *slot, rec);
     if (pkru_rights(want, key) > pkru_rights(*slot, key)) {
       *slot = want;
-      if (rec && rec->in_lib.load(std::memory_order_relaxed) == 0) {
-        rec->shadow.store(want, std::memory_order_relaxed);
-        rec->shadow_known.store(true, std::memory_order_release);
-      }
+      // The frame is the context this thread resumes only outside program handlers.
+      if (rec && rec->in_lib.load(std::memory_order_relaxed) == 0) note_shadow(*st, rec, want, t_handler_depth == 0);
       bump(stats().lazy_grants);
       granted = true;
     }
@@ -168,13 +172,24 @@ void adopt_thread_rights() {
   ThreadRecord *rec = t_self;
   if (!rec) rec = st->threads.find(sys::gettid());
   uint32_t v = outside_meta(compute_pkru(*st, entry, rec));
-  // The shadow must never hold less than the thread may now run with (a revoker skips threads
-  // whose shadow already holds no more than the new rights).
-  if (rec && rec->in_lib.load(std::memory_order_relaxed) == 0) {
-    rec->shadow.store(v, std::memory_order_relaxed);
-    rec->shadow_known.store(true, std::memory_order_release);
-  }
+  // A handler's PKRU lasts until it returns; the interrupted context keeps its own. The shadow
+  // may only grow here (a revoker skips threads whose shadow holds no more than the new rights).
+  if (rec && rec->in_lib.load(std::memory_order_relaxed) == 0) note_shadow(*st, rec, v, /*may_lower=*/false);
   wrpkru(v);
+}
+
+thread_local int t_handler_depth __attribute__((tls_model("initial-exec"))) = 0;
+
+void note_shadow(const EngineState &st, ThreadRecord *rec, uint32_t v, bool may_lower) {
+  if (!may_lower && rec->shadow_known.load(std::memory_order_acquire)) {
+    uint32_t old = rec->shadow.load(std::memory_order_relaxed);
+    for (uint32_t m = st.managed_mask.load(std::memory_order_acquire); m; m &= m - 1) {
+      int k = __builtin_ctz(m);
+      if (pkru_rights(old, k) > pkru_rights(v, k)) v = pkru_with(v, k, pkru_rights(old, k));
+    }
+  }
+  rec->shadow.store(v, std::memory_order_release);
+  rec->shadow_known.store(true, std::memory_order_release);
 }
 
 uint32_t compute_pkru(const EngineState &st, uint32_t base, const ThreadRecord *rec) {
