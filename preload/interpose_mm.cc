@@ -42,7 +42,9 @@ MPK_EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey) {
 }
 
 MPK_EXPORT int pkey_alloc(unsigned int flags, unsigned int rights) {
-  return c_ret(mpk::sys::pkey_alloc(flags, rights));
+  int k = mpk::sys::pkey_alloc(flags, rights);
+  if (k > 0) mpk::legacy_note_program_key();
+  return c_ret(k);
 }
 
 // The shim's own keys are not the program's to free: the kernel's answer for a key the program

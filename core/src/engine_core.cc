@@ -84,10 +84,11 @@ int tag_ranges(const PageGroup &g, int prot, int key) {
 
 // Moves a resident group back to key 0, its pages at exactly its process-wide prot.
 // Ordering: the page table takes over first; only then may the key's rights change.
-int unload(EngineState &st, PageGroup &g) {
+int unload(EngineState &st, PageGroup &g, bool retag) {
   int k = g.hw_key;
-  int rc = tag_ranges(g, g.prot, 0);
-  if (rc) return rc;
+  if (retag) {
+    if (int rc = tag_ranges(g, g.prot, 0)) return rc;
+  }
   // Domains on the group end with its residency: they cannot be expressed in the page table.
   st.threads.for_each_live([&](ThreadRecord &r) {
     r.dom[k].store(0, std::memory_order_relaxed);

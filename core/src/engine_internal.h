@@ -55,7 +55,9 @@ void bump_gen(EngineState &st);
 // Applies prot with key to every range of g. Returns 0 or -errno (first failure).
 int tag_ranges(const PageGroup &g, int prot, int key);
 // Moves a resident group back to key 0 at exactly its process-wide prot. Returns 0 or -errno.
-int unload(EngineState &st, PageGroup &g);
+// retag = false: the caller retags every page itself, at once, before anything else can use the
+// key (the key is only released here).
+int unload(EngineState &st, PageGroup &g, bool retag = true);
 // Loads g into a hardware key; returns the key or 0 (none to be had, or a thread not synchronized).
 int load(EngineState &st, PageGroup &g, bool may_evict, ThreadRecord *self);
 PageGroup *new_group(EngineState &st, int vkey);

@@ -97,6 +97,144 @@ void clear_span(EngineState &st, LegacyState &ls, uintptr_t start, size_t len) {
   ls.tracker.forget(start, len);
 }
 
+// Does the program use protection keys of its own (pkey_alloc went through the shim)?
+constinit std::atomic<bool> g_program_keys{false};
+
+// Would the kernel apply prot to all of [start, start+len) without stopping part way? True when
+// the range is mapped without holes and every mapping in it can take prot whatever it is: private
+// or anonymous shared (a shared file mapping may refuse PROT_WRITE), and no file mapping when prot
+// asks for PROT_EXEC (a noexec mount refuses it). Reads /proc/self/maps (no allocation).
+bool kernel_takes_whole(uintptr_t start, size_t len, int prot) {
+  int fd = sys::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  uintptr_t want = start, end = start + len;
+  char buf[4096];
+  size_t have = 0;
+  bool done = false, ok = true;
+  auto hex = [](char *&p, char stop) {
+    uintptr_t v = 0;
+    for (; *p && *p != stop; ++p) v = v * 16 + static_cast<uintptr_t>(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+    return v;
+  };
+  while (!done) {
+    long n = sys::read(fd, buf + have, sizeof buf - 1 - have);
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+    buf[have] = '\0';
+    char *line = buf;
+    for (char *nl; !done && (nl = __builtin_strchr(line, '\n')); line = nl + 1) {
+      *nl = '\0';
+      char *p = line;
+      uintptr_t lo = hex(p, '-');
+      ++p;
+      uintptr_t hi = hex(p, ' ');
+      if (hi <= want) continue;
+      if (lo > want) {  // a hole
+        done = true;
+        break;
+      }
+      const char *perms = p + 1;
+      const char *path = perms;
+      for (int field = 0; field < 4 && *path; ++field) {  // perms offset dev inode, then the path
+        while (*path && *path != ' ') ++path;
+        while (*path == ' ') ++path;
+      }
+      bool file = *path == '/' && __builtin_strncmp(path, "/dev/zero", 9) != 0;
+      if ((perms[3] == 's' && file) || ((prot & PROT_EXEC) && file)) ok = false;
+      want = hi;
+      if (want >= end) done = true;
+    }
+    size_t rest = have - static_cast<size_t>(line - buf);
+    __builtin_memmove(buf, line, rest);
+    have = rest == sizeof buf - 1 ? 0 : rest;
+  }
+  sys::close(fd);
+  return ok && want >= end;
+}
+
+// Does a mapping in [start, start+len) have VM_DONTDUMP (MADV_DONTDUMP)? Reads /proc/self/smaps.
+bool any_dontdump(uintptr_t start, size_t len) {
+  int fd = sys::open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  uintptr_t end = start + len;
+  char buf[8192];
+  size_t have = 0;
+  bool inside = false, found = false;
+  for (;;) {
+    long n = sys::read(fd, buf + have, sizeof buf - 1 - have);
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+    buf[have] = '\0';
+    char *line = buf;
+    for (char *nl; (nl = __builtin_strchr(line, '\n')); line = nl + 1) {
+      *nl = '\0';
+      char c = line[0];
+      if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) {
+        uintptr_t lo = 0, hi = 0;
+        char *p = line;
+        for (; *p && *p != '-'; ++p) lo = lo * 16 + static_cast<uintptr_t>(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+        for (++p; *p && *p != ' '; ++p) hi = hi * 16 + static_cast<uintptr_t>(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+        inside = lo < end && start < hi;
+      } else if (inside && !__builtin_strncmp(line, "VmFlags:", 8) && __builtin_strstr(line, " dd")) {
+        found = true;
+      }
+    }
+    size_t rest = have - static_cast<size_t>(line - buf);
+    __builtin_memmove(buf, line, rest);
+    have = rest == sizeof buf - 1 ? 0 : rest;
+  }
+  sys::close(fd);
+  return found;
+}
+
+// The program's mprotect over a range that touches groups. Groups the range covers whole are
+// given back to the kernel by the call itself: one pkey_mprotect(key 0) over the whole range, so
+// the kernel splits and merges the VMAs exactly as the program's own mprotect would have (a later
+// mremap that needs one VMA then behaves the same). That needs a call the kernel applies whole
+// (kernel_takes_whole: else it stops part way and a group's pages would keep its key) and no keys
+// of the program's own in it (key 0 would replace them); otherwise, and for groups the range cuts,
+// each group is first put back on key 0 at its own permission, then the program's mprotect runs.
+int give_back_and_mprotect(EngineState &st, LegacyState &ls, uintptr_t start, size_t rlen, void *addr, size_t len,
+                           int prot) {
+  bool any = false, all_covered = true;
+  for (int j = 0; j < ls.ngroups; ++j) {
+    const PageGroup *g = ls.groups[j];
+    if (!g->overlaps(start, rlen)) continue;
+    any = true;
+    if (g->isolate) all_covered = false;  // dissolve() says the isolation ends
+    for (uint32_t r = 0; r < g->nranges; ++r)
+      if (g->ranges[r].start < start || g->ranges[r].start + g->ranges[r].len > start + rlen) all_covered = false;
+  }
+  if (any && all_covered && !g_program_keys.load(std::memory_order_acquire) && kernel_takes_whole(start, rlen, prot)) {
+    for (int j = 0; j < ls.ngroups;) {
+      PageGroup *g = ls.groups[j];
+      if (!g->overlaps(start, rlen)) {
+        ++j;
+        continue;
+      }
+      if (g->hw_key) unload(st, *g, /*retag=*/false);
+      if (g->isolate) isolation_forget(*g);
+      remove_at(ls, j);
+      region_release(g->stat_slot);
+      delete_group(st, g);
+      bump(stats().dissolves);
+    }
+    // Ordering: the keys were released above but no other group can take one before this call
+    // retags the pages (the engine's lock is held).
+    int rc = sys::pkey_mprotect(addr, len, prot, 0);
+    if (rc == 0 && prot == PROT_EXEC) rc = sys::mprotect(addr, len, prot);  // execute-only, as mprotect
+    if (rc != 0) MPK_LOG(kWarn, "mprotect(%p, %zu): the kernel refused (errno %d) after the range was checked", addr, len, -rc);
+    return rc;
+  }
+  if (any) {
+    for (int j = 0; j < ls.ngroups;) {
+      if (ls.groups[j]->overlaps(start, rlen) && dissolve(st, ls, j)) continue;
+      ++j;
+    }
+  }
+  return sys::mprotect(addr, len, prot);
+}
+
 int find_exact(const LegacyState &ls, uintptr_t start, size_t len) {
   for (int i = 0; i < ls.ngroups; ++i) {
     const PageGroup *g = ls.groups[i];
@@ -205,15 +343,9 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
       return rc;
     }
     // More than the ceiling: the kernel decides; the tracker keeps counting with the wider union.
-    dissolve(*st, *ls, i);
-  } else if (maybe_tracked(start, rlen)) {
-    for (int j = 0; j < ls->ngroups;) {
-      if (ls->groups[j]->overlaps(start, rlen) && dissolve(*st, *ls, j)) continue;
-      ++j;
-    }
   }
   bump(stats().legacy_passthrough);
-  int rc = sys::mprotect(addr, len, prot);
+  int rc = give_back_and_mprotect(*st, *ls, start, rlen, addr, len, prot);
   if (rc != 0) return rc;
   bool fresh;
   ToggleEntry &e = ls->tracker.touch(start, rlen, &fresh);
@@ -303,8 +435,20 @@ void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *
   // permission the program gave them.
   clear_span(*st, *ls, start, page_round(old_len ? old_len : 1));
   if (flags & MREMAP_FIXED) clear_span(*st, *ls, reinterpret_cast<uintptr_t>(new_addr), page_round(new_len));
-  return sys::mremap(old, old_len, new_len, flags, new_addr);
+  void *p = sys::mremap(old, old_len, new_len, flags, new_addr);
+  if (reinterpret_cast<long>(p) == -EFAULT && old_len && !any_dontdump(start, page_round(old_len))) {
+    // mremap needs the old range in one VMA. The groups' retagging can leave it in several VMAs
+    // with identical flags where the program's own calls left one (the kernel merges neighbours
+    // only when flags change). Setting and clearing a flag no mapping here has (VM_DONTDUMP)
+    // merges them, changing nothing else; then the kernel answers as it would have.
+    sys::raw(SYS_madvise, (long)old, (long)old_len, MADV_DONTDUMP);
+    sys::raw(SYS_madvise, (long)old, (long)old_len, MADV_DODUMP);
+    p = sys::mremap(old, old_len, new_len, flags, new_addr);
+  }
+  return p;
 }
+
+void legacy_note_program_key() { g_program_keys.store(true, std::memory_order_release); }
 
 bool legacy_owns_key(int pkey) {
   EngineState *st = state();

@@ -49,6 +49,8 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey);
 
+// The program allocated a protection key of its own (pkey_alloc succeeded).
+void legacy_note_program_key();
 // Is pkey one of the engine's own keys (groups or metadata)?
 bool legacy_owns_key(int pkey);
 

@@ -8,8 +8,11 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <fstream>
+#include <map>
 #include <memory>
 
 #include "child_process.h"
@@ -232,10 +235,45 @@ class Comparer {
     std::printf("reproduce: %s\n", repro_compare(f.seed, 1).c_str());
   }
 
+  // Known divergences: "SEED reason" lines ('#' comments). Each is a bug that is understood and
+  // not yet fixed; it is reported every run, and listing a seed that no longer diverges fails.
+  std::map<uint64_t, std::string> load_known() {
+    std::map<uint64_t, std::string> known;
+    if (o_.known.empty()) return known;
+    std::ifstream in(o_.known);
+    if (!in) {
+      std::printf("mpk_diff compare: cannot read --known %s\n", o_.known.c_str());
+      known_unreadable_ = true;
+      return known;
+    }
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty() || line[0] == '#') continue;
+      size_t sp = line.find(' ');
+      known[std::strtoull(line.c_str(), nullptr, 10)] = sp == std::string::npos ? "" : line.substr(sp + 1);
+    }
+    return known;
+  }
+
   int report(double wall) {
+    std::map<uint64_t, std::string> known = load_known();
     std::vector<uint64_t> mismatches;
-    for (uint64_t i = 0; i < o_.count; ++i)
-      if (have_[0][i] && have_[1][i] && digest_[0][i] != digest_[1][i]) mismatches.push_back(o_.seed + i);
+    size_t known_seen = 0, known_fixed = 0;
+    for (uint64_t i = 0; i < o_.count; ++i) {
+      if (!have_[0][i] || !have_[1][i]) continue;
+      uint64_t seed = o_.seed + i;
+      bool differs = digest_[0][i] != digest_[1][i];
+      auto it = known.find(seed);
+      if (it != known.end() && differs) {
+        ++known_seen;
+        std::printf("known divergence, seed %" PRIu64 ": %s\n", seed, it->second.c_str());
+      } else if (it != known.end()) {
+        ++known_fixed;
+        std::printf("seed %" PRIu64 " is listed in %s but no longer diverges: remove it\n", seed, o_.known.c_str());
+      } else if (differs) {
+        mismatches.push_back(seed);
+      }
+    }
     int shown = 0;
     for (uint64_t seed : mismatches)
       if (shown++ < o_.details) show_mismatch(seed);
@@ -261,16 +299,17 @@ class Comparer {
     if (resumed_ > kMaxResumes) std::printf("\ntoo many failed runs: gave up re-running the rest of their chunks\n");
     uint64_t compared = 0;
     for (uint64_t i = 0; i < o_.count; ++i) compared += have_[0][i] && have_[1][i];
-    std::printf("\nmpk_diff compare: %" PRIu64 " of %" PRIu64 " seeds compared, %zu mismatching, %zu failed runs; "
-                "%.1f s wall (children: %s %.1f s, %s %.1f s)\n",
-                compared, o_.count, mismatches.size(), failures_.size(), wall, mode_name(0).c_str(), seconds_[0],
-                mode_name(1).c_str(), seconds_[1]);
-    bool good = mismatches.empty() && failures_.empty() && compared == o_.count;
+    std::printf("\nmpk_diff compare: %" PRIu64 " of %" PRIu64 " seeds compared, %zu mismatching, %zu known "
+                "divergences, %zu failed runs; %.1f s wall (children: %s %.1f s, %s %.1f s)\n",
+                compared, o_.count, mismatches.size(), known_seen, failures_.size(), wall, mode_name(0).c_str(),
+                seconds_[0], mode_name(1).c_str(), seconds_[1]);
+    bool good = mismatches.empty() && failures_.empty() && compared == o_.count && !known_fixed && !known_unreadable_;
     std::printf("%s\n", good ? "PASS" : "FAIL");
     return good ? 0 : 1;
   }
 
   static constexpr int kMaxResumes = 50;
+  bool known_unreadable_ = false;
   static constexpr size_t kSummaries = 200;  // mismatches summarised in one line each
   const CompareOptions &o_;
   std::vector<std::string> base_env_;

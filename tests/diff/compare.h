@@ -25,6 +25,7 @@ struct CompareOptions {
   uint32_t max_ops = 200;
   int timeout_s = 900;              // per child
   int details = 5;                  // mismatches shown in full
+  std::string known;                // file of known divergences ("SEED reason" lines), or ""
 };
 
 // Returns the exit status: 0 no mismatch, 1 a mismatch, a crash or a failed run.

@@ -27,6 +27,7 @@ void usage(FILE *to) {
       "Usage: mpk_diff run [--seed S] [--count N] [--max-ops M] [--trace]\n"
       "       mpk_diff compare [--preload /abs/lib.so] [--seed S] [--count N] [--max-ops M]\n"
       "                        [--jobs J] [--chunk C] [--timeout SEC] [--details D] [--env K=V]...\n"
+      "                        [--known FILE]\n"
       "\n"
       "Differential tests of mmap/mprotect/munmap/mremap semantics. Each seed deterministically\n"
       "generates a program (1-4 threads, 1-4 regions, --max-ops ops at most, default 200) that\n"
@@ -145,6 +146,8 @@ int main(int argc, char **argv) {
       o.jobs = static_cast<int>(number("--jobs", value(), 1, 256));
     } else if (a == "--chunk" && !is_run) {
       o.chunk = number("--chunk", value(), 1, 100000000);
+    } else if (a == "--known" && !is_run) {
+      o.known = value();
     } else if (a == "--details" && !is_run) {
       o.details = static_cast<int>(number("--details", value(), 0, 100000));
     } else if (a == "--timeout" && !is_run) {
