@@ -130,6 +130,10 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
       }
       bool write = (ucp->uc_mcontext.gregs[REG_ERR] & 2) != 0;
       if (first_at_site(ip, learning() ? thread_key() : 0, write)) report_violation(f, si, uc);
+      if (learning() && isolation_learn_grant(si->si_pkey, write, uc)) {
+        errno = saved;
+        return;
+      }
       if (isolation_step_open(si->si_pkey, uc)) {  // audit: this one access goes through
         errno = saved;
         return;
@@ -146,8 +150,9 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
   if (log_level() >= LogLevel::kDebug) {
     uint32_t frame = 0;
     frame_pkru_read(uc, &frame);
-    MPK_LOG(kDebug, "SIGSEGV in thread %d: code %d key %d address %p, PKRU at the fault %x", sys::gettid(),
-            si->si_code, si->si_code == SEGV_PKUERR ? (int)si->si_pkey : -1, si->si_addr, frame);
+    MPK_LOG(kDebug, "SIGSEGV in thread %d: code %d key %d address %p, PKRU at the fault %x, ip %p", sys::gettid(),
+            si->si_code, si->si_code == SEGV_PKUERR ? (int)si->si_pkey : -1, si->si_addr, frame,
+            (void *)static_cast<ucontext_t *>(uc)->uc_mcontext.gregs[REG_RIP]);
   }
   bool sent = si->si_code <= 0;
   struct sigaction a;

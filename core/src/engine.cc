@@ -73,7 +73,7 @@ void configure_logging() {
     else if (!__builtin_strcmp(lv, "info")) level = LogLevel::kInfo;
     else if (!__builtin_strcmp(lv, "debug")) level = LogLevel::kDebug;
   }
-  log_configure(level, 2);
+  log_configure(level, -1);  // the destination stays (the shim's policy may have chosen a file)
 }
 
 // fork: the child has one thread. The forking thread holds the lock across fork (inside the

@@ -22,6 +22,8 @@ constinit std::atomic<EngineState *> g_state{nullptr};
 constinit pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 constinit int g_meta_key = 0;
 constinit uint32_t g_meta_mask = 0;
+constinit std::atomic<uint32_t> g_managed_keys{0};
+constinit std::atomic<int> g_sync_signal{0};
 thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec"))) = nullptr;
 
 // The calling thread's record, registering it if it arrived some way we did not see.
@@ -110,6 +112,7 @@ int take_new_key(EngineState &st) {
   publish_rights(st, k, Rights::kNone);
   st.cache.make_available(k);
   st.managed_mask.fetch_or(1u << k, std::memory_order_seq_cst);
+  g_managed_keys.fetch_or(1u << k, std::memory_order_seq_cst);
   stats_page().hw_keys.store(st.keys_taken, std::memory_order_relaxed);
   return k;
 }

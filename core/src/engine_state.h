@@ -55,6 +55,11 @@ extern constinit std::atomic<EngineState *> g_state;
 extern constinit pthread_mutex_t g_lock;
 extern constinit int g_meta_key;  // 0 before init
 extern constinit uint32_t g_meta_mask;  // PKRU bits of the metadata key
+// Copies, outside the metadata arena, of what code running with an unknown PKRU reads (a thread
+// created before the engine started still has the default PKRU, where the metadata key is
+// closed): the keys the engine owns and the sync signal. Both are set once and only grow.
+extern constinit std::atomic<uint32_t> g_managed_keys;
+extern constinit std::atomic<int> g_sync_signal;
 
 // The calling thread's record (initial-exec TLS: safe in signal handlers).
 extern thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec")));

@@ -144,6 +144,20 @@ bool isolation_step_open(int key, void *uctx) {
   return true;
 }
 
+bool isolation_learn_grant(int key, bool write, void *uctx) {
+  EngineState *st = state();
+  ThreadRecord *rec = t_self;
+  uint32_t pkru;
+  if (!st || !rec || key <= 0 || key >= kHwKeys || !frame_pkru_read(uctx, &pkru)) return false;
+  uint8_t want = static_cast<uint8_t>((write ? Rights::kReadWrite : Rights::kRead)) + 1;
+  wrpkru(inside_meta(rdpkru()));  // the record is in the metadata arena; sigreturn restores PKRU
+  if (rec->iso[key].load(std::memory_order_relaxed) < want) rec->iso[key].store(want, std::memory_order_release);
+  uint32_t v = compute_pkru(*st, pkru, rec);
+  frame_pkru_write(uctx, v);
+  note_shadow(*st, rec, v, /*may_lower=*/false);
+  return true;
+}
+
 bool isolation_step_close(void *uctx) {
   int key = t_step_key;
   if (!key) return false;

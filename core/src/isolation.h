@@ -49,6 +49,11 @@ bool isolation_fault_info(int key, IsolationFault *out);
 // Audit mode: opens `key` in the signal frame's PKRU and sets the trap flag, so the faulting
 // instruction runs once and the next SIGTRAP closes it again (isolation_step_close).
 bool isolation_step_open(int key, void *uctx);
+// Learning: gives the faulting thread the right it just used (read, or read-write for a write) on
+// `key` for good, in its record and in the signal frame, so it stops faulting on that key (a
+// single step per access would make a bulk copy crawl). Each thread name's use is still reported
+// once per access site before this.
+bool isolation_learn_grant(int key, bool write, void *uctx);
 // SIGTRAP: true if it ended an audit step (the frame's PKRU is back to the thread's rights).
 bool isolation_step_close(void *uctx);
 

@@ -70,15 +70,18 @@ void remove_at(LegacyState &ls, int i) { ls.groups[i] = ls.groups[--ls.ngroups];
 
 // Puts g's pages back on key 0 at exactly the permission the program last gave them and forgets
 // the group. Returns false if the page table could not be updated (the group then stays).
-bool dissolve(EngineState &st, LegacyState &ls, int i) {
+// `gone` says the caller is about to unmap or replace all of the group's pages: an isolated
+// region then ends quietly; otherwise its isolation ends with a warning.
+bool dissolve(EngineState &st, LegacyState &ls, int i, bool gone = false) {
   PageGroup *g = ls.groups[i];
   if (g->hw_key && unload(st, *g) != 0) {
     MPK_LOG(kError, "cannot return a page group to the page table; it stays emulated");
     return false;
   }
   if (g->isolate) {
-    MPK_LOG(kWarn, "isolated range %p+%zu was remapped or changed in part; it is no longer isolated",
-            (void *)g->ranges[0].start, (size_t)g->ranges[0].len);
+    if (!gone)
+      MPK_LOG(kWarn, "isolated range %p+%zu was remapped or changed in part; it is no longer isolated",
+              (void *)g->ranges[0].start, (size_t)g->ranges[0].len);
     isolation_forget(*g);
   }
   remove_at(ls, i);
@@ -89,9 +92,13 @@ bool dissolve(EngineState &st, LegacyState &ls, int i) {
 }
 
 // Dissolves every group overlapping [start, start+len) and forgets the tracked ranges there.
-void clear_span(EngineState &st, LegacyState &ls, uintptr_t start, size_t len) {
+// `replaced`: the span's pages are about to be unmapped or replaced.
+void clear_span(EngineState &st, LegacyState &ls, uintptr_t start, size_t len, bool replaced = false) {
   for (int i = 0; i < ls.ngroups;) {
-    if (ls.groups[i]->overlaps(start, len) && dissolve(st, ls, i)) continue;
+    const PageGroup *g = ls.groups[i];
+    bool whole = replaced && g->nranges == 1 && g->ranges[0].start >= start &&
+                 g->ranges[0].start + g->ranges[0].len <= start + len;
+    if (g->overlaps(start, len) && dissolve(st, ls, i, whole)) continue;
     ++i;
   }
   ls.tracker.forget(start, len);
@@ -372,7 +379,7 @@ int legacy_munmap(void *addr, size_t len) {
   Held h;
   // Ordering: the groups leave their keys before the pages go, so a key is never released while a
   // page still carries it (the kernel's reply then is exactly what it would have been).
-  clear_span(*st, *ls, start, page_round(len));
+  clear_span(*st, *ls, start, page_round(len), /*replaced=*/true);
   return sys::munmap(addr, len);
 }
 
@@ -386,7 +393,7 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
   Section s(*st);
   Locked l;
   Held h;
-  if (replaces) clear_span(*st, *ls, start, page_round(len));
+  if (replaces) clear_span(*st, *ls, start, page_round(len), /*replaced=*/true);
   void *p = sys::mmap(addr, len, prot, flags, fd, off);
   if (sys::mmap_failed(p) || !ls->hooks.has_isolation || !ls->hooks.match) return p;
   // A new mapping an isolation region names becomes an isolated group before anyone sees it.
@@ -451,9 +458,8 @@ void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *
 void legacy_note_program_key() { g_program_keys.store(true, std::memory_order_release); }
 
 bool legacy_owns_key(int pkey) {
-  EngineState *st = state();
-  return st && pkey > 0 && pkey < kHwKeys &&
-         (((st->managed_mask.load(std::memory_order_acquire) >> pkey) & 1u) || pkey == g_meta_key);
+  return pkey > 0 && pkey < kHwKeys && (((g_managed_keys.load(std::memory_order_acquire) >> pkey) & 1u) ||
+                                        (g_meta_key && pkey == g_meta_key));
 }
 
 int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey) {
@@ -473,8 +479,14 @@ int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey) {
 bool legacy_catch_up() {
   EngineState *st;
   LegacyState *ls = ready_state(&st);
-  if (!ls || !st->managed_mask.load(std::memory_order_relaxed)) return false;
+  if (!ls || !g_managed_keys.load(std::memory_order_relaxed)) return false;
   uint32_t cur = rdpkru();
+  if (pkru_rights(cur, g_meta_key) == Rights::kNone) {
+    // Never through the engine (started before it, or from a raw clone): the state cannot even
+    // be read with this PKRU. Entering and leaving registers the thread and writes its PKRU.
+    Section s(*st);
+    return true;
+  }
   uint32_t want = compute_pkru(*st, cur, t_self);
   bool behind = false;
   for (uint32_t m = st->managed_mask.load(std::memory_order_acquire); m && !behind; m &= m - 1) {

@@ -75,7 +75,7 @@ int vformat(char *buf, int cap, const char *fmt, va_list ap) {
 
 void log_configure(LogLevel level, int fd) {
   g_level.store(static_cast<int>(level), std::memory_order_relaxed);
-  g_fd.store(fd, std::memory_order_relaxed);
+  if (fd >= 0) g_fd.store(fd, std::memory_order_relaxed);
 }
 
 void log_write(const char *buf, int n) { sys::write(g_fd.load(std::memory_order_relaxed), buf, n); }

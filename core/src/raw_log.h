@@ -9,6 +9,7 @@ namespace mpk {
 
 enum class LogLevel : int { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
+// Sets the level and, when fd >= 0, the destination.
 void log_configure(LogLevel level, int fd);
 LogLevel log_level();
 // Writes a preformatted record (e.g. a JSON line) to the log's destination.

@@ -212,6 +212,7 @@ int sync_install(EngineState &st) {
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigemptyset(&sa.sa_mask);
   if (real_sigaction(st.sync_signal, &sa, nullptr) != 0) return -errno;
+  g_sync_signal.store(st.sync_signal, std::memory_order_release);
   // Handlers installed before now get the sync signal added to their mask (sync_mask_handler()).
   for (int sig = 1; sig < NSIG; ++sig) {
     struct sigaction old;
@@ -228,10 +229,7 @@ int sync_install(EngineState &st) {
   return 0;
 }
 
-int sync_signal_number() {
-  EngineState *st = g_state.load(std::memory_order_acquire);
-  return st ? st->sync_signal : 0;
-}
+int sync_signal_number() { return g_sync_signal.load(std::memory_order_acquire); }
 
 void sync_mask_handler(struct sigaction *act) {
   int sig = sync_signal_number();

@@ -1,0 +1,175 @@
+"""memcached under libmpk_shim.so on a CPU with protection keys (a QEMU TCG guest, -cpu max).
+
+One boot runs every check (guest_batch.py); each test below reads its check's result:
+- the cache file mapping carries a hardware key (smaps), the shim reports the region resident,
+  and a verifying load, memcslap and memccapable run with zero violations;
+- a thread named "intruder" reading the cache stops memcached in enforce mode, with a report
+  naming the thread, the region and the address;
+- in audit mode memcached keeps serving exact data and each of the intruder's three access
+  sites is reported once;
+- MPK_LEARN=1 learning memcached (expected to fail today, see test_learning).
+On a CPU that has PKU the native run is the real one and this module is skipped.
+"""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+import guest_batch
+from memcached_run import POLICY
+
+REPO = guest_batch.REPO
+MPK_LEARN = os.path.join(REPO, "scripts", "mpk-learn")
+ROUNDS = 4
+
+pytestmark = pytest.mark.skipif(guest_batch.host_has_pku(),
+                                reason="this CPU has PKU: the native tests exercise the keys themselves")
+
+MC = "/usr/bin/memcached -u root -l 127.0.0.1 -U 0 -t 4 -m 64 -I 2m"
+
+
+def check(name, port, body):
+    """A guest snippet with $D (its folder), $PORT, and a watchdog that kills memcached ($pid)."""
+    return f"""D=/tmp/{name}; PORT={port}; mkdir -p $D; cd $D; fail=0
+watchdog() {{ ( sleep $1; kill -9 $pid 2>/dev/null ) & }}
+{body}"""
+
+
+def build_checks(t, workdir):
+    shim, intr, load = t["mc_shim"], t["mc_intruder"], t["mc_load"]
+    text = open(POLICY).read()
+    learn = os.path.join(workdir, "memcached-learn.toml")
+    with open(learn, "w") as f:
+        f.write(text)
+    smaps_key = """awk -v f="$D/cache" '/^[0-9a-f]+-[0-9a-f]+ / {hit = ($6 == f)} hit && /^ProtectionKey:/ {print "cache-key", $2}' /proc/$pid/smaps"""
+    checks = [
+        ("protect", check("protect", 11401, f"""
+MPK_CONFIG={POLICY} MPK_STATS=$D/stats.json LD_PRELOAD={shim} {MC} -p $PORT -e $D/cache > $D/mc.log 2>&1 &
+pid=$!; watchdog 240
+{load} -p $PORT -w 60 -c 4 -n 40 -s 300000 -r 2 || fail=1
+{smaps_key}
+memcslap -s 127.0.0.1:$PORT -c 4 -e 300 -t set || fail=1
+memcslap -s 127.0.0.1:$PORT -c 4 -e 300 -t get || fail=1
+memccapable -h 127.0.0.1 -p $PORT > $D/capable.out 2>&1; echo "memccapable-exit $?"; tail -n 3 $D/capable.out
+{load} -p $PORT -c 4 -n 40 -s 300000 -r 2 -C || fail=1
+kill -TERM $pid; wait $pid; echo "memcached-exit $?"
+cat $D/mc.log
+exit $fail"""), ["/tmp/protect/stats.json"]),
+        ("enforce", check("enforce", 11402, f"""
+INTRUDER_FILE=$D/cache INTRUDER_DELAY_MS=1500 MPK_CONFIG={POLICY} LD_PRELOAD={shim}:{intr} {MC} -p $PORT -e $D/cache > $D/mc.log 2>&1 &
+pid=$!; watchdog 90
+{load} -p $PORT -w 60 -c 4 -n 10 -s 1000 -r 1
+wait $pid; echo "memcached-exit $?"
+cat $D/mc.log"""), []),
+        ("audit", check("audit", 11403, f"""
+MPK_MODE=audit INTRUDER_FILE=$D/cache INTRUDER_TRIGGER=$D/go INTRUDER_DELAY_MS=0 INTRUDER_ROUNDS={ROUNDS} \\
+  MPK_CONFIG={POLICY} MPK_STATS=$D/stats.json LD_PRELOAD={shim}:{intr} {MC} -p $PORT -e $D/cache > $D/mc.log 2>&1 &
+pid=$!; watchdog 180
+{load} -p $PORT -w 60 -c 4 -n 30 -s 100000 -r 1 -k before || fail=1
+touch $D/go
+i=0; while [ $i -lt 300 ] && ! grep -q 'intruder: done' $D/mc.log; do sleep 0.1; i=$((i + 1)); done
+{load} -p $PORT -c 4 -n 30 -s 100000 -r 1 -k before -C || fail=1
+{load} -p $PORT -c 4 -n 30 -s 100000 -r 1 -k after || fail=1
+kill -TERM $pid; wait $pid; echo "memcached-exit $?"
+cat $D/mc.log
+exit $fail"""), ["/tmp/audit/stats.json"]),
+        ("learn", check("learn", 11405, f"""
+MPK_LEARN=1 MPK_CONFIG={learn} LD_PRELOAD={shim} {MC} -p $PORT -e $D/cache > $D/mc.log 2>&1 &
+pid=$!; watchdog 40
+{load} -p $PORT -w 30 -c 4 -n 10 -s 500 -r 1 || fail=1
+kill -TERM $pid; wait $pid; echo "memcached-exit $?"
+head -c 20000 $D/mc.log
+exit $fail"""), []),
+    ]
+    files = [shim, intr, load, POLICY, learn, "/usr/bin/memcached", "/usr/bin/memcslap",
+             "/usr/bin/memccapable"]
+    return checks, files
+
+
+@pytest.fixture(scope="module")
+def guest(tools, tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("guest"))
+    checks, files = build_checks(tools, work)
+    try:
+        return guest_batch.run(checks, files, work, timeout=380)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
+def violations(output):
+    out = []
+    for line in output.splitlines():
+        at = line.find('{"event":"violation"')
+        if at >= 0:
+            out.append(json.loads(line[at:]))
+    return out
+
+
+def cache_range(output):
+    m = re.search(r"mapped at 0x([0-9a-f]+)-0x([0-9a-f]+)", output)
+    assert m, "the intruder did not find the cache mapping:\n" + output
+    return int(m.group(1), 16), int(m.group(2), 16)
+
+
+def test_cache_in_its_own_key_and_no_violations(guest):
+    r = guest["protect"]
+    out = r["output"]
+    assert r["status"] == 0, out
+    m = re.search(r"^cache-key (\d+)$", out, re.M)
+    assert m, "no smaps entry for the cache file:\n" + out
+    assert int(m.group(1)) != 0, "the cache file mapping is on key 0:\n" + out
+    assert "memccapable-exit 0" in out and "All tests passed" in out, out
+    assert "memcached-exit 0" in out, out
+    assert not violations(out) and "mpk: violation" not in out, out
+    stats = json.loads(r["files"]["/tmp/protect/stats.json"])
+    assert stats["active"] is True and stats["violations"] == 0, stats
+    regions = {x["name"]: x for x in stats["regions"]}
+    assert "cache" in regions, stats
+    cache = regions["cache"]
+    assert cache["key"] == int(m.group(1)), (cache, m.group(1))
+    assert sum(length for _, length in cache["ranges"]) == 64 << 20, cache
+    assert stats["resident_groups"] >= 1, stats
+
+
+def test_intruder_stopped_in_enforce_mode(guest):
+    out = guest["enforce"]["output"]
+    assert "memcached-exit 139" in out, "memcached was not stopped by SIGSEGV:\n" + out
+    lo, hi = cache_range(out)
+    reports = violations(out)
+    assert len(reports) == 1, out
+    v = reports[0]
+    assert v["thread"] == "intruder" and v["region"] == "cache" and v["mode"] == "enforce", v
+    assert lo <= int(v["address"], 16) < hi, (v, hex(lo), hex(hi))
+    assert re.search(r"mpk: violation: thread \d+ 'intruder' read from region 'cache' at 0x[0-9a-f]+", out), out
+    assert "intruder: done" not in out, "the intruder read the cache and went on:\n" + out
+
+
+def test_intruder_logged_once_per_site_in_audit_mode(guest):
+    r = guest["audit"]
+    out = r["output"]
+    assert r["status"] == 0, "memcached did not keep serving exact data:\n" + out
+    assert "intruder: done" in out and "memcached-exit 0" in out, out
+    lo, hi = cache_range(out)
+    reports = violations(out)
+    assert {v["thread"] for v in reports} == {"intruder"}, reports
+    sites = [v["backtrace"][0] for v in reports]
+    assert len(sites) == 3 and len(set(sites)) == 3, "each of the 3 sites once:\n" + "\n".join(sites)
+    assert all(lo <= int(v["address"], 16) < hi and v["mode"] == "audit" for v in reports), reports
+    stats = json.loads(r["files"]["/tmp/audit/stats.json"])
+    assert stats["violations"] == 3 * ROUNDS, stats
+
+
+def test_learning(guest, tmp_path):
+    r = guest["learn"]
+    out = r["output"]
+    assert r["status"] == 0, "memcached did not serve under MPK_LEARN=1 within 30 s:\n" + out[-2000:]
+    log = tmp_path / "learn.log"
+    log.write_text(out)
+    learned = tmp_path / "learned.toml"
+    subprocess.run([MPK_LEARN, str(learned), "--policy", POLICY, "--from-log", str(log)], check=True)
+    text = learned.read_text()
+    for name in ("memcached", "mc-worker"):
+        assert f'name = "{name}"\nright = "rw"' in text, text
