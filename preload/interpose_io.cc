@@ -14,23 +14,11 @@
 #include <atomic>
 
 #include "legacy.h"
+#include "libc_real.h"
 #include "raw_log.h"
 #include "shim.h"
 
 namespace {
-
-void *resolve(const char *name, std::atomic<void *> &slot) {
-  void *f = slot.load(std::memory_order_acquire);
-  if (!f) {
-    f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-      mpk::raw_log(mpk::LogLevel::kError, "cannot resolve the real %s", name);
-      __builtin_trap();
-    }
-    slot.store(f, std::memory_order_release);
-  }
-  return f;
-}
 
 bool repair_iov(const struct iovec *iov, int n) {
   bool any = false;
@@ -45,7 +33,7 @@ bool repair_iov(const struct iovec *iov, int n) {
 #define MPK_IO_WRAPPER(RET, NAME, PARAMS, ARGS, REPAIR)                                  \
   MPK_EXPORT RET NAME PARAMS {                                                           \
     static constinit std::atomic<void *> real_slot{nullptr};                             \
-    auto real = reinterpret_cast<RET(*) PARAMS>(resolve(#NAME, real_slot));              \
+    auto real = reinterpret_cast<RET(*) PARAMS>(mpk::real_next(#NAME, real_slot));              \
     mpk::legacy_catch_up();                                                              \
     RET r = real ARGS;                                                                   \
     if (r < 0 && errno == EFAULT && (REPAIR)) r = real ARGS;                             \

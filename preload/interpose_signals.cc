@@ -100,9 +100,7 @@ void trampoline(int sig, siginfo_t *si, void *uc) {
 // The default action for a SIGSEGV: restore it in the kernel; a fault re-executes and ends the
 // process as it would have without the shim, a sent signal is sent again.
 void default_action(siginfo_t *si) {
-  struct sigaction dfl;
-  std::memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
+  struct sigaction dfl = default_disposition();
   real_sigaction(SIGSEGV, &dfl, nullptr);
   if (si->si_code <= 0) sys::tgkill(sys::getpid(), sys::gettid(), SIGSEGV);
 }
@@ -159,8 +157,7 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
   if (g_actions[SIGSEGV].managed.load(std::memory_order_acquire)) {
     a = read_action(SIGSEGV);
   } else {
-    std::memset(&a, 0, sizeof a);
-    a.sa_handler = SIG_DFL;
+    a = default_disposition();
   }
   if (t_segv_blocked && !sent) {
     default_action(si);  // the kernel kills a thread that faults with SIGSEGV blocked
@@ -169,10 +166,7 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
   } else if (is_function(a)) {
     adopt_thread_rights();
     if (a.sa_flags & SA_RESETHAND) {
-      struct sigaction dfl;
-      std::memset(&dfl, 0, sizeof dfl);
-      dfl.sa_handler = SIG_DFL;
-      store_action(SIGSEGV, dfl);
+      store_action(SIGSEGV, default_disposition());
     }
     // The program's handler runs with its own mask on top of ours (SIGSEGV is blocked already).
     sigset_t mask = a.sa_mask, old;
@@ -208,8 +202,7 @@ void trap_handler(int sig, siginfo_t *si, void *uc) {
   if (g_actions[SIGTRAP].managed.load(std::memory_order_acquire)) {
     a = read_action(SIGTRAP);
   } else {
-    std::memset(&a, 0, sizeof a);
-    a.sa_handler = SIG_DFL;
+    a = default_disposition();
   }
   if (is_function(a)) {
     adopt_thread_rights();
@@ -217,9 +210,7 @@ void trap_handler(int sig, siginfo_t *si, void *uc) {
     call_program_handler(a, sig, si, uc);
     --t_handler_depth;
   } else if (a.sa_handler == SIG_DFL) {
-    struct sigaction dfl;
-    std::memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
+    struct sigaction dfl = default_disposition();
     real_sigaction(SIGTRAP, &dfl, nullptr);
     sys::tgkill(sys::getpid(), sys::gettid(), SIGTRAP);
   }
@@ -335,33 +326,12 @@ MPK_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction 
   return 0;
 }
 
-MPK_EXPORT sighandler_t signal(int sig, sighandler_t handler) {
-  // glibc's signal(): BSD semantics, the signal itself blocked while its handler runs.
-  struct sigaction act, old;
-  std::memset(&act, 0, sizeof act);
-  act.sa_handler = handler;
-  sigemptyset(&act.sa_mask);
-  sigaddset(&act.sa_mask, sig);
-  act.sa_flags = SA_RESTART;
-  if (sigaction(sig, &act, &old) != 0) return SIG_ERR;
-  return old.sa_handler;
-}
+MPK_EXPORT sighandler_t signal(int sig, sighandler_t handler) { return signal_via(sigaction, sig, handler); }
 
 namespace {
 using mask_fn = int (*)(int, const sigset_t *, sigset_t *);
-mask_fn resolve(const char *name, std::atomic<mask_fn> &slot) {
-  mask_fn f = slot.load(std::memory_order_acquire);
-  if (!f) {
-    f = reinterpret_cast<mask_fn>(dlsym(RTLD_NEXT, name));
-    if (!f) {
-      raw_log(LogLevel::kError, "cannot resolve the real %s", name);
-      __builtin_trap();
-    }
-    slot.store(f, std::memory_order_release);
-  }
-  return f;
-}
-constinit std::atomic<mask_fn> g_sigprocmask{nullptr}, g_pthread_sigmask{nullptr};
+mask_fn resolve(const char *name, std::atomic<void *> &slot) { return reinterpret_cast<mask_fn>(real_next(name, slot)); }
+constinit std::atomic<void *> g_sigprocmask{nullptr}, g_pthread_sigmask{nullptr};
 
 // The program's view of the old mask is taken before the new mask changes it; a call the kernel
 // rejects leaves the view as it was.

@@ -13,22 +13,14 @@
 #include <cstdarg>
 
 #include "isolation.h"
+#include "libc_real.h"
 #include "raw_log.h"
 #include "shim.h"
 #include "sys.h"
 
 MPK_EXPORT int pthread_setname_np(pthread_t thread, const char *name) {
-  using fn = int (*)(pthread_t, const char *);
-  static constinit std::atomic<fn> real{nullptr};
-  fn f = real.load(std::memory_order_acquire);
-  if (!f) {
-    f = reinterpret_cast<fn>(dlsym(RTLD_NEXT, "pthread_setname_np"));
-    if (!f) {
-      mpk::raw_log(mpk::LogLevel::kError, "cannot resolve the real pthread_setname_np");
-      __builtin_trap();
-    }
-    real.store(f, std::memory_order_release);
-  }
+  static constinit std::atomic<void *> real{nullptr};
+  auto f = reinterpret_cast<int (*)(pthread_t, const char *)>(mpk::real_next("pthread_setname_np", real));
   int rc = f(thread, name);
   if (rc == 0) mpk::isolation_rescan();
   return rc;

@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "isolation.h"
 #include "policy.h"
+#include "proc_maps.h"
 #include "raw_log.h"
 #include "sys.h"
 
@@ -29,46 +30,18 @@ bool g_learning = false;
 // Finds the mapping that holds addr in /proc/self/maps: its path (empty if anonymous) and MAP_*
 // sharing flags. Runs under the engine's lock, once per new range, only if a region needs it.
 bool describe_mapping(uintptr_t addr, char *path, size_t path_len, int *flags) {
-  int fd = sys::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[8192];
-  size_t have = 0;
   bool found = false;
-  for (;;) {
-    long n = sys::read(fd, buf + have, sizeof buf - 1 - have);
-    if (n <= 0) break;
-    have += static_cast<size_t>(n);
-    buf[have] = '\0';
-    char *line = buf;
-    for (char *nl; (nl = std::strchr(line, '\n')); line = nl + 1) {
-      *nl = '\0';
-      char *end;
-      unsigned long lo = std::strtoul(line, &end, 16);
-      unsigned long hi = std::strtoul(end + 1, &end, 16);
-      if (addr < lo || addr >= hi) continue;
-      // "lo-hi perms offset dev inode   path"
-      const char *perms = end + 1;
-      *flags = (perms[3] == 's' ? MAP_SHARED : MAP_PRIVATE);
-      const char *p = perms;
-      for (int field = 0; field < 4 && *p; ++field) {
-        while (*p && *p != ' ') ++p;
-        while (*p == ' ') ++p;
-      }
-      if (*p != '/') *flags |= MAP_ANONYMOUS;
-      size_t n2 = std::strlen(p);
-      if (n2 >= path_len) n2 = path_len - 1;
-      std::memcpy(path, *p == '/' ? p : "", *p == '/' ? n2 : 0);
-      path[*p == '/' ? n2 : 0] = '\0';
-      found = true;
-      break;
-    }
-    if (found) break;
-    size_t rest = have - static_cast<size_t>(line - buf);
-    std::memmove(buf, line, rest);
-    have = rest;
-    if (have == sizeof buf - 1) have = 0;  // a line longer than the buffer: skip it
-  }
-  sys::close(fd);
+  for_each_line("/proc/self/maps", [&](char *line) {
+    MappingLine m;
+    if (!parse_mapping(line, &m) || addr < m.lo || addr >= m.hi) return true;
+    *flags = (m.perms[3] == 's' ? MAP_SHARED : MAP_PRIVATE) | (m.path[0] != '/' ? MAP_ANONYMOUS : 0);
+    size_t n = m.path[0] == '/' ? std::strlen(m.path) : 0;
+    if (n >= path_len) n = path_len - 1;
+    std::memcpy(path, m.path, n);
+    path[n] = '\0';
+    found = true;
+    return false;
+  });
   return found;
 }
 

@@ -27,13 +27,5 @@ extern "C" __attribute__((visibility("default"))) int sigaction(int sig, const s
 }
 
 extern "C" __attribute__((visibility("default"))) sighandler_t signal(int sig, sighandler_t handler) {
-  // glibc's signal(): BSD semantics, the signal itself blocked while its handler runs.
-  struct sigaction act, old;
-  std::memset(&act, 0, sizeof act);
-  act.sa_handler = handler;
-  sigemptyset(&act.sa_mask);
-  sigaddset(&act.sa_mask, sig);
-  act.sa_flags = SA_RESTART;
-  if (sigaction(sig, &act, &old) != 0) return SIG_ERR;
-  return old.sa_handler;
+  return mpk::signal_via(sigaction, sig, handler);
 }

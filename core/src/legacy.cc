@@ -9,6 +9,7 @@
 
 #include "engine_internal.h"
 #include "isolation.h"
+#include "proc_maps.h"
 #include "raw_log.h"
 #include "stats.h"
 #include "stats_page.h"
@@ -112,86 +113,31 @@ constinit std::atomic<bool> g_program_keys{false};
 // or anonymous shared (a shared file mapping may refuse PROT_WRITE), and no file mapping when prot
 // asks for PROT_EXEC (a noexec mount refuses it). Reads /proc/self/maps (no allocation).
 bool kernel_takes_whole(uintptr_t start, size_t len, int prot) {
-  int fd = sys::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
   uintptr_t want = start, end = start + len;
-  char buf[4096];
-  size_t have = 0;
-  bool done = false, ok = true;
-  auto hex = [](char *&p, char stop) {
-    uintptr_t v = 0;
-    for (; *p && *p != stop; ++p) v = v * 16 + static_cast<uintptr_t>(*p <= '9' ? *p - '0' : *p - 'a' + 10);
-    return v;
-  };
-  while (!done) {
-    long n = sys::read(fd, buf + have, sizeof buf - 1 - have);
-    if (n <= 0) break;
-    have += static_cast<size_t>(n);
-    buf[have] = '\0';
-    char *line = buf;
-    for (char *nl; !done && (nl = __builtin_strchr(line, '\n')); line = nl + 1) {
-      *nl = '\0';
-      char *p = line;
-      uintptr_t lo = hex(p, '-');
-      ++p;
-      uintptr_t hi = hex(p, ' ');
-      if (hi <= want) continue;
-      if (lo > want) {  // a hole
-        done = true;
-        break;
-      }
-      const char *perms = p + 1;
-      const char *path = perms;
-      for (int field = 0; field < 4 && *path; ++field) {  // perms offset dev inode, then the path
-        while (*path && *path != ' ') ++path;
-        while (*path == ' ') ++path;
-      }
-      bool file = *path == '/' && __builtin_strncmp(path, "/dev/zero", 9) != 0;
-      if ((perms[3] == 's' && file) || ((prot & PROT_EXEC) && file)) ok = false;
-      want = hi;
-      if (want >= end) done = true;
-    }
-    size_t rest = have - static_cast<size_t>(line - buf);
-    __builtin_memmove(buf, line, rest);
-    have = rest == sizeof buf - 1 ? 0 : rest;
-  }
-  sys::close(fd);
+  bool ok = true;
+  for_each_line("/proc/self/maps", [&](char *line) {
+    MappingLine m;
+    if (!parse_mapping(line, &m) || m.hi <= want) return true;
+    if (m.lo > want) return false;  // a hole
+    bool file = m.path[0] == '/' && __builtin_strncmp(m.path, "/dev/zero", 9) != 0;
+    if ((m.perms[3] == 's' && file) || ((prot & PROT_EXEC) && file)) ok = false;
+    want = m.hi;
+    return want < end;
+  });
   return ok && want >= end;
 }
 
 // Does a mapping in [start, start+len) have VM_DONTDUMP (MADV_DONTDUMP)? Reads /proc/self/smaps.
 bool any_dontdump(uintptr_t start, size_t len) {
-  int fd = sys::open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return true;
   uintptr_t end = start + len;
-  char buf[8192];
-  size_t have = 0;
   bool inside = false, found = false;
-  for (;;) {
-    long n = sys::read(fd, buf + have, sizeof buf - 1 - have);
-    if (n <= 0) break;
-    have += static_cast<size_t>(n);
-    buf[have] = '\0';
-    char *line = buf;
-    for (char *nl; (nl = __builtin_strchr(line, '\n')); line = nl + 1) {
-      *nl = '\0';
-      char c = line[0];
-      if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) {
-        uintptr_t lo = 0, hi = 0;
-        char *p = line;
-        for (; *p && *p != '-'; ++p) lo = lo * 16 + static_cast<uintptr_t>(*p <= '9' ? *p - '0' : *p - 'a' + 10);
-        for (++p; *p && *p != ' '; ++p) hi = hi * 16 + static_cast<uintptr_t>(*p <= '9' ? *p - '0' : *p - 'a' + 10);
-        inside = lo < end && start < hi;
-      } else if (inside && !__builtin_strncmp(line, "VmFlags:", 8) && __builtin_strstr(line, " dd")) {
-        found = true;
-      }
-    }
-    size_t rest = have - static_cast<size_t>(line - buf);
-    __builtin_memmove(buf, line, rest);
-    have = rest == sizeof buf - 1 ? 0 : rest;
-  }
-  sys::close(fd);
-  return found;
+  bool read = for_each_line("/proc/self/smaps", [&](char *line) {
+    MappingLine m;
+    if (parse_mapping(line, &m)) inside = m.lo < end && start < m.hi;
+    else if (inside && !__builtin_strncmp(line, "VmFlags:", 8) && __builtin_strstr(line, " dd")) found = true;
+    return !found;
+  });
+  return found || !read;
 }
 
 // The program's mprotect over a range that touches groups. Groups the range covers whole are

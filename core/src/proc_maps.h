@@ -1,0 +1,49 @@
+// proc_maps.h - reading /proc/self/maps and /proc/self/smaps without allocating.
+//
+// for_each_line() hands each line (NUL-terminated, without its newline) to a callback until it
+// returns false; lines longer than the buffer are skipped. parse_mapping() splits a mapping's
+// header line ("lo-hi perms offset dev inode   path").
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "sys.h"
+
+namespace mpk {
+
+struct MappingLine {
+  uintptr_t lo = 0, hi = 0;
+  const char *perms = "";  // "rw-p", "r-xs", ...
+  const char *path = "";   // "" for anonymous memory; "[heap]", "/dev/zero (deleted)", ...
+};
+
+// False if the line is not a mapping header (smaps attribute lines are not).
+bool parse_mapping(char *line, MappingLine *out);
+
+template <typename F>
+bool for_each_line(const char *file, F &&on_line) {
+  int fd = sys::open(file, 0 /*O_RDONLY*/ | 02000000 /*O_CLOEXEC*/);
+  if (fd < 0) return false;
+  char buf[8192];
+  size_t have = 0;
+  bool more = true;
+  while (more) {
+    long n = sys::read(fd, buf + have, sizeof buf - 1 - have);
+    if (n <= 0) break;
+    have += static_cast<size_t>(n);
+    buf[have] = '\0';
+    char *line = buf;
+    for (char *nl; more && (nl = __builtin_strchr(line, '\n')); line = nl + 1) {
+      *nl = '\0';
+      more = on_line(line);
+    }
+    size_t rest = have - static_cast<size_t>(line - buf);
+    __builtin_memmove(buf, line, rest);
+    have = rest == sizeof buf - 1 ? 0 : rest;  // a line longer than the buffer: dropped
+  }
+  sys::close(fd);
+  return true;
+}
+
+}  // namespace mpk
