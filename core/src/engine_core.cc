@@ -141,6 +141,7 @@ int load(EngineState &st, PageGroup &g, bool may_evict, ThreadRecord *self) {
   }
   st.cache.assign(k, &g, ++st.tick);
   g.hw_key = k;
+  if (g.eager) st.eager_mask.fetch_or(1u << k, std::memory_order_seq_cst);
   if (tag_ranges(g, g.page_prot(), k) != 0) {
     // Splitting VMAs can fail for lack of memory: put every range back in the page table.
     g.hw_key = 0;

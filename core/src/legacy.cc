@@ -205,7 +205,9 @@ void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, ThreadR
   if (!g) return;
   g->legacy = true;
   g->region = e.region;
-  g->exec_exact = rule_for(ls, e.region).exec_exact;
+  RangeRule rule = rule_for(ls, e.region);
+  g->exec_exact = rule.exec_exact;
+  g->eager = rule.eager;
   g->ceiling = e.prot_union | prot;
   if (g->exec_exact) g->ceiling &= kDataProt;
   g->prot = prot;

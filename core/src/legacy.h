@@ -25,6 +25,7 @@ struct RangeRule {
   bool audit = false;      // isolate: log violations and let them through
   int promote_after = 2;   // successful mprotect calls on the range before it becomes a group
   bool exec_exact = false; // keep execute rights exact (a system call per RW<->RX toggle)
+  bool eager = false;      // grants reach every thread before mprotect returns (not on first use)
 };
 
 struct LegacyHooks {

@@ -43,6 +43,8 @@ struct PageGroup {
   // Isolation (isolation.h): per-thread rights on a pinned key; audit logs instead of stopping.
   bool isolate = false;
   bool audit = false;
+  // Grants signal every thread at once instead of waiting for its first access (sync.h).
+  bool eager = false;
 
   // Page-table permission while resident: data rights up to the ceiling (PKRU narrows them per
   // thread); execute exactly as `prot` says (keys never restrict instruction fetch), or the

@@ -7,7 +7,8 @@ One boot runs every check (guest_batch.py); each test below reads its check's re
   naming the thread, the region and the address;
 - in audit mode memcached keeps serving exact data and each of the intruder's three access
   sites is reported once;
-- MPK_LEARN=1 learning memcached (expected to fail today, see test_learning).
+- MPK_LEARN=1 learning memcached, then the learned policy enforced on the same workload (a second
+  boot) with no violation.
 On a CPU that has PKU the native run is the real one and this module is skipped.
 """
 
@@ -94,9 +95,11 @@ def guest(tools, tmp_path_factory):
     work = str(tmp_path_factory.mktemp("guest"))
     checks, files = build_checks(tools, work)
     try:
-        return guest_batch.run(checks, files, work, timeout=380)
+        results = guest_batch.run(checks, files, work, timeout=380)
     except RuntimeError as e:
         pytest.fail(str(e))
+    results["tools"] = tools
+    return results
 
 
 def violations(output):
@@ -132,6 +135,13 @@ def test_cache_in_its_own_key_and_no_violations(guest):
     assert cache["key"] == int(m.group(1)), (cache, m.group(1))
     assert sum(length for _, length in cache["ranges"]) == 64 << 20, cache
     assert stats["resident_groups"] >= 1, stats
+    # The rights the shim gave each live thread: the workers (4, -t 4) were granted.
+    rights = {}
+    for t in cache["threads"]:
+        rights.setdefault(t["name"], set()).add(t["right"])
+    workers = [t for t in cache["threads"] if t["name"] == "mc-worker"]
+    assert len(workers) == 4 and rights["mc-worker"] == {"rw"}, cache["threads"]
+    assert rights.get("mc-log") == {"none"}, cache["threads"]
 
 
 def test_intruder_stopped_in_enforce_mode(guest):
@@ -173,3 +183,18 @@ def test_learning(guest, tmp_path):
     text = learned.read_text()
     for name in ("memcached", "mc-worker"):
         assert f'name = "{name}"\nright = "rw"' in text, text
+    # The learned policy, enforced, on the same workload: no violation.
+    t = guest["tools"]
+    shim, load = t["mc_shim"], t["mc_load"]
+    body = check("relearn", 11406, f"""
+MPK_CONFIG={learned} LD_PRELOAD={shim} {MC} -p $PORT -e $D/cache > $D/mc.log 2>&1 &
+pid=$!; watchdog 60
+{load} -p $PORT -w 30 -c 4 -n 10 -s 500 -r 1 || fail=1
+kill -TERM $pid; wait $pid; echo "memcached-exit $?"
+cat $D/mc.log
+exit $fail""")
+    res = guest_batch.run([("relearn", body, [])], [shim, load, str(learned), "/usr/bin/memcached"],
+                          str(tmp_path), timeout=200)
+    again = res["relearn"]
+    assert again["status"] == 0 and "memcached-exit 0" in again["output"], again["output"]
+    assert not violations(again["output"]) and "mpk: violation" not in again["output"], again["output"]
