@@ -222,7 +222,11 @@ int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self)
     if (rights_of(old) != rights_of(prot)) {
       publish_rights(st, k, rights_of(prot));
       bump_gen(st);
-      if (!sync_keys(st, 1u << k, self)) {
+      // A lazy grant signals nobody: no thread can hold more than the new rights, and the others
+      // catch up on their next access. Skipping the scan of the registry is the point.
+      bool lazy_grant = rights_of(prot) > rights_of(old) && st.lazy_grants &&
+                        !(st.eager_mask.load(std::memory_order_acquire) & (1u << k));
+      if (!lazy_grant && !sync_keys(st, 1u << k, self)) {
         // A thread could not take the change: the page table enforces prot for everyone instead.
         MPK_LOG(kInfo, "vkey %d: a thread could not be synchronized; group moves to the page table", g->vkey);
         unload(st, *g);
