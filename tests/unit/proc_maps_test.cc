@@ -1,0 +1,57 @@
+// Parsing /proc/self/maps lines, and reading the real file without allocating.
+#include "proc_maps.h"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <cstring>
+#include <string>
+
+namespace mpk {
+namespace {
+
+TEST(ProcMaps, ParsesAHeaderLine) {
+  char line[] = "7f0000001000-7f0000003000 rw-s 00000000 00:17 10                         /tmp/e/cache";
+  MappingLine m;
+  ASSERT_TRUE(parse_mapping(line, &m));
+  EXPECT_EQ(m.lo, 0x7f0000001000u);
+  EXPECT_EQ(m.hi, 0x7f0000003000u);
+  EXPECT_EQ(std::string(m.perms, 4), "rw-s");
+  EXPECT_STREQ(m.path, "/tmp/e/cache");
+}
+
+TEST(ProcMaps, AnonymousMappingHasNoPath) {
+  char line[] = "55f234143000-55f234162000 rw-p 00000000 00:00 0 ";
+  MappingLine m;
+  ASSERT_TRUE(parse_mapping(line, &m));
+  EXPECT_STREQ(m.path, "");
+}
+
+TEST(ProcMaps, AttributeLinesAreNotMappings) {
+  char a[] = "ProtectionKey:         2";
+  char b[] = "VmFlags: rd wr mr mw me ac sd";
+  MappingLine m;
+  EXPECT_FALSE(parse_mapping(a, &m));
+  EXPECT_FALSE(parse_mapping(b, &m));
+}
+
+TEST(ProcMaps, FindsAFreshMappingInTheRealFile) {
+  void *p = mmap(nullptr, 3 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  auto a = reinterpret_cast<uintptr_t>(p);
+  bool found = false;
+  int lines = 0;
+  ASSERT_TRUE(for_each_line("/proc/self/maps", [&](char *line) {
+    ++lines;
+    MappingLine m;
+    if (parse_mapping(line, &m) && m.lo <= a && a + 3 * 4096 <= m.hi && m.perms[0] == 'r') found = true;
+    return true;
+  }));
+  EXPECT_TRUE(found);
+  EXPECT_GT(lines, 3);
+  munmap(p, 3 * 4096);
+  EXPECT_FALSE(for_each_line("/proc/self/no-such-file", [](char *) { return true; }));
+}
+
+}  // namespace
+}  // namespace mpk
