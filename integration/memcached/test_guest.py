@@ -41,6 +41,7 @@ watchdog() {{ ( sleep $1; kill -9 $pid 2>/dev/null ) & }}
 
 def build_checks(t, workdir):
     shim, intr, load = t["mc_shim"], t["mc_intruder"], t["mc_load"]
+    stat = os.path.join(os.path.dirname(shim), "mpk-stat")
     text = open(POLICY).read()
     learn = os.path.join(workdir, "memcached-learn.toml")
     with open(learn, "w") as f:
@@ -52,13 +53,14 @@ MPK_CONFIG={POLICY} MPK_STATS=$D/stats.json LD_PRELOAD={shim} {MC} -p $PORT -e $
 pid=$!; watchdog 240
 {load} -p $PORT -w 60 -c 4 -n 40 -s 300000 -r 2 || fail=1
 {smaps_key}
+{stat} $pid > $D/live.json; echo "mpk-stat-exit $?"
 memcslap -s 127.0.0.1:$PORT -c 4 -e 300 -t set || fail=1
 memcslap -s 127.0.0.1:$PORT -c 4 -e 300 -t get || fail=1
 memccapable -h 127.0.0.1 -p $PORT > $D/capable.out 2>&1; echo "memccapable-exit $?"; tail -n 3 $D/capable.out
 {load} -p $PORT -c 4 -n 40 -s 300000 -r 2 -C || fail=1
 kill -TERM $pid; wait $pid; echo "memcached-exit $?"
 cat $D/mc.log
-exit $fail"""), ["/tmp/protect/stats.json"]),
+exit $fail"""), ["/tmp/protect/stats.json", "/tmp/protect/live.json"]),
         ("enforce", check("enforce", 11402, f"""
 INTRUDER_FILE=$D/cache INTRUDER_DELAY_MS=1500 MPK_CONFIG={POLICY} LD_PRELOAD={shim}:{intr} {MC} -p $PORT -e $D/cache > $D/mc.log 2>&1 &
 pid=$!; watchdog 90
@@ -85,7 +87,7 @@ kill -TERM $pid; wait $pid; echo "memcached-exit $?"
 head -c 20000 $D/mc.log
 exit $fail"""), []),
     ]
-    files = [shim, intr, load, POLICY, learn, "/usr/bin/memcached", "/usr/bin/memcslap",
+    files = [shim, intr, load, stat, POLICY, learn, "/usr/bin/memcached", "/usr/bin/memcslap",
              "/usr/bin/memccapable"]
     return checks, files
 
@@ -142,6 +144,12 @@ def test_cache_in_its_own_key_and_no_violations(guest):
     workers = [t for t in cache["threads"] if t["name"] == "mc-worker"]
     assert len(workers) == 4 and rights["mc-worker"] == {"rw"}, cache["threads"]
     assert rights.get("mc-log") == {"none"}, cache["threads"]
+    # The same statistics, read live from the running server by mpk-stat.
+    assert "mpk-stat-exit 0" in out, out
+    live = json.loads(r["files"]["/tmp/protect/live.json"])
+    live_cache = {x["name"]: x for x in live["regions"]}["cache"]
+    assert live["active"] is True and live["pid"] == stats["pid"], (live, stats["pid"])
+    assert live_cache["key"] == cache["key"] and live_cache["kind"] == "isolate", live
 
 
 def test_intruder_stopped_in_enforce_mode(guest):
