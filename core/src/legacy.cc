@@ -127,19 +127,6 @@ bool kernel_takes_whole(uintptr_t start, size_t len, int prot) {
   return ok && want >= end;
 }
 
-// Does a mapping in [start, start+len) have VM_DONTDUMP (MADV_DONTDUMP)? Reads /proc/self/smaps.
-bool any_dontdump(uintptr_t start, size_t len) {
-  uintptr_t end = start + len;
-  bool inside = false, found = false;
-  bool read = for_each_line("/proc/self/smaps", [&](char *line) {
-    MappingLine m;
-    if (parse_mapping(line, &m)) inside = m.lo < end && start < m.hi;
-    else if (inside && !__builtin_strncmp(line, "VmFlags:", 8) && __builtin_strstr(line, " dd")) found = true;
-    return !found;
-  });
-  return found || !read;
-}
-
 // The program's mprotect over a range that touches groups. Groups the range covers whole are
 // given back to the kernel by the call itself: one pkey_mprotect(key 0) over the whole range, so
 // the kernel splits and merges the VMAs exactly as the program's own mprotect would have (a later
@@ -390,17 +377,7 @@ void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *
   // permission the program gave them.
   clear_span(*st, *ls, start, page_round(old_len ? old_len : 1));
   if (flags & MREMAP_FIXED) clear_span(*st, *ls, reinterpret_cast<uintptr_t>(new_addr), page_round(new_len));
-  void *p = sys::mremap(old, old_len, new_len, flags, new_addr);
-  if (reinterpret_cast<long>(p) == -EFAULT && old_len && !any_dontdump(start, page_round(old_len))) {
-    // mremap needs the old range in one VMA. The groups' retagging can leave it in several VMAs
-    // with identical flags where the program's own calls left one (the kernel merges neighbours
-    // only when flags change). Setting and clearing a flag no mapping here has (VM_DONTDUMP)
-    // merges them, changing nothing else; then the kernel answers as it would have.
-    sys::raw(SYS_madvise, (long)old, (long)old_len, MADV_DONTDUMP);
-    sys::raw(SYS_madvise, (long)old, (long)old_len, MADV_DODUMP);
-    p = sys::mremap(old, old_len, new_len, flags, new_addr);
-  }
-  return p;
+  return sys::mremap(old, old_len, new_len, flags, new_addr);
 }
 
 void legacy_note_program_key() { g_program_keys.store(true, std::memory_order_release); }
