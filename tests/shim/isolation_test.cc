@@ -52,49 +52,28 @@ TEST(IsolationChild, StartRoutineAndNameRules) {
   fprintf(stderr, "child: still running, byte 2 = %d\n", g_region[2]);
 }
 
-struct ChildResult {
-  std::string status, output;
-};
-
-ChildResult RunIsolationChild(const char *mode) {
-  std::string path = std::string(getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp") + "/mpk-shim-iso-" + mode + ".toml";
-  std::ofstream(path) << "[[region]]\nname = \"iso\"\nmin_size = \"12K\"\nmax_size = \"12K\"\nanonymous = true\n"
-                         "action = \"isolate\"\ndefault = \"none\"\nenforce = \""
-                      << mode
-                      << "\"\n[[region.thread]]\nstart = \"mpk_test_allowed_worker\"\nright = \"rw\"\n"
-                         "[[region.thread]]\nname = \"renamed-ok\"\nright = \"r\"\n"
-                         "[[region.thread]]\nname = \"iso-main\"\nright = \"rw\"\n";
-  int out[2];
-  if (pipe(out) != 0) return {"pipe failed", ""};
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(out[1], 2);
-    setenv("MPK_CONFIG", path.c_str(), 1);
-    setenv("MPK_SHIM_TEST_ISOLATION", "1", 1);
-    execl("/proc/self/exe", "mpk_shim_tests", "--gtest_filter=IsolationChild.*", nullptr);
-    _exit(127);
-  }
-  close(out[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
-  close(out[0]);
-  return {mpkt::DescribeWaitStatus(mpkt::WaitChild(pid, 120)), text};
+shimt::ChildResult RunIsolationChild(const char *mode) {
+  std::string path = shimt::WriteTempFile(
+      std::string("mpk-shim-iso-") + mode + ".toml",
+      std::string("[[region]]\nname = \"iso\"\nmin_size = \"12K\"\nmax_size = \"12K\"\nanonymous = true\n"
+                  "action = \"isolate\"\ndefault = \"none\"\nenforce = \"") +
+          mode +
+          "\"\n[[region.thread]]\nstart = \"mpk_test_allowed_worker\"\nright = \"rw\"\n"
+          "[[region.thread]]\nname = \"renamed-ok\"\nright = \"r\"\n"
+          "[[region.thread]]\nname = \"iso-main\"\nright = \"rw\"\n");
+  return shimt::RunSelf("IsolationChild.*", {{"MPK_CONFIG", path}, {"MPK_SHIM_TEST_ISOLATION", "1"}});
 }
 
 class Isolation : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!getenv("LD_PRELOAD") || !strstr(getenv("LD_PRELOAD"), "libmpk_shim") || getenv("MPK_SHIM_TEST_ISOLATION"))
-      GTEST_SKIP() << "runs only under LD_PRELOAD=libmpk_shim.so";
+    if (!shimt::UnderShimAndNotChild("MPK_SHIM_TEST_ISOLATION")) GTEST_SKIP() << "runs only under LD_PRELOAD=libmpk_shim.so";
     SHIM_SKIP_UNLESS_EMULATING();
   }
 };
 
 TEST_F(Isolation, EnforceStopsTheProgramAtTheFirstViolation) {
-  ChildResult r = RunIsolationChild("enforce");
+  shimt::ChildResult r = RunIsolationChild("enforce");
   EXPECT_EQ(r.status, "killed by signal 11 (Segmentation fault)") << r.output;
   EXPECT_NE(r.output.find("mpk: violation: thread "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("'renamed-ok' wrote to region 'iso'"), std::string::npos) << r.output;
@@ -103,7 +82,7 @@ TEST_F(Isolation, EnforceStopsTheProgramAtTheFirstViolation) {
 }
 
 TEST_F(Isolation, AuditReportsAndLetsTheAccessThrough) {
-  ChildResult r = RunIsolationChild("audit");
+  shimt::ChildResult r = RunIsolationChild("audit");
   EXPECT_EQ(r.status, "exit 0") << r.output;
   EXPECT_NE(r.output.find("'renamed-ok' wrote to region 'iso'"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("child: still running, byte 2 = 34"), std::string::npos) << r.output;

@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 
 namespace shimt {
 
@@ -38,6 +41,39 @@ Mapping::Mapping(size_t pages, int prot) : bytes_(pages * 4096) {
 
 Mapping::~Mapping() {
   if (base_) EXPECT_EQ(munmap(base_, bytes_), 0);
+}
+
+ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::string, std::string>> &env) {
+  int out[2];
+  if (pipe(out) != 0) return {"pipe failed", ""};
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(out[1], 2);
+    close(out[0]);
+    for (const auto &[k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::string arg = "--gtest_filter=" + filter;
+    execl("/proc/self/exe", "mpk_shim_tests", arg.c_str(), nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+  close(out[0]);
+  return {mpkt::DescribeWaitStatus(mpkt::WaitChild(pid, 120)), text};
+}
+
+std::string WriteTempFile(const std::string &name, const std::string &text) {
+  std::string path = std::string(getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp") + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+bool UnderShimAndNotChild(const char *child_var) {
+  const char *pre = getenv("LD_PRELOAD");
+  return pre && strstr(pre, "libmpk_shim") && !getenv(child_var);
 }
 
 void Toggle(const Mapping &m, int times) {

@@ -7,6 +7,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -49,6 +52,18 @@ class Mapping {
   uint8_t *base_ = nullptr;
   size_t bytes_;
 };
+
+// This test binary run again in a child process, with `filter` as its --gtest_filter and extra
+// environment variables: how it ended (mpkt::DescribeWaitStatus) and what it printed (stdout and
+// stderr together).
+struct ChildResult {
+  std::string status, output;
+};
+ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::string, std::string>> &env);
+// Writes text to a file in $TMPDIR (or /tmp) and returns its path.
+std::string WriteTempFile(const std::string &name, const std::string &text);
+// Runs under LD_PRELOAD=libmpk_shim.so, and not as one of RunSelf's children (marked by `child_var`)?
+bool UnderShimAndNotChild(const char *child_var);
 
 // mprotects the whole mapping between RW and R `times` times (ending RW): enough for the shim to
 // make it a group.
