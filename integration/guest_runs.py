@@ -19,6 +19,22 @@ MPK_RUN = os.path.join(REPO, "scripts", "mpk-run")
 BASH = "/usr/bin/bash"   # scripts/mpk-run is a bash script; the guest has only busybox
 
 
+def console_of(cmd, echo):
+    """Runs a qemu-run command line; returns its exit status and the whole console log (echoed
+    to stderr as it comes when `echo`). A skip (77: the host CPU has PKU) raises RuntimeError."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    console = []
+    for line in proc.stdout:
+        console.append(line)
+        if echo:
+            sys.stderr.write(line)
+    status = proc.wait()
+    if status == 77:
+        raise RuntimeError("qemu-run skipped: the host CPU has PKU")
+    return status, "".join(console)
+
+
 @dataclasses.dataclass
 class GuestRun:
     label: str
@@ -73,17 +89,7 @@ def run(runs, files, workdir, copies=(), timeout=600, echo=False):
     for c in dict.fromkeys(copies):
         cmd += ["--copy", c]
     cmd += [*wanted, "--", "sh", script]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace")
-    console = []
-    for line in proc.stdout:
-        console.append(line)
-        if echo:
-            sys.stderr.write(line)
-    status = proc.wait()
-    log = "".join(console)
-    if status == 77:
-        raise RuntimeError("qemu-run skipped: the host CPU has PKU")
+    status, log = console_of(cmd, echo)
     results = {}
     for r in runs:
         tag = re.escape(f"@@{nonce} {r.label}")

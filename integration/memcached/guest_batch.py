@@ -10,12 +10,13 @@ import os
 import re
 import secrets
 import shlex
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 QEMU_RUN = os.path.join(REPO, "scripts", "qemu-run")
+sys.path.insert(0, os.path.dirname(HERE))  # integration/: the console reader it shares
+from guest_runs import console_of  # noqa: E402
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 # The shim dlopens libunwind (backtraces, caller criteria); ldd does not list it.
 UNWIND = [os.path.join(LIBDIR, "libunwind.so.8"), os.path.join(LIBDIR, "liblzma.so.5")]
@@ -53,16 +54,7 @@ def run(checks, files, workdir, timeout=400, echo=True):
         f.write("\n".join(lines) + "\n")
     wanted = list(dict.fromkeys([*files, *UNWIND, script]))
     cmd = [QEMU_RUN, "--timeout", str(timeout), *wanted, "--", "sh", script]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    console = []
-    for line in proc.stdout:
-        console.append(line)
-        if echo:
-            sys.stderr.write(line)
-    status = proc.wait()
-    log = "".join(console)
-    if status == 77:
-        raise RuntimeError("qemu-run skipped: the host CPU has PKU")
+    status, log = console_of(cmd, echo)
     results = {}
     for label, _, fetch in checks:
         tag = re.escape(f"@@{nonce} {label}")
