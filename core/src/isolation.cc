@@ -66,7 +66,6 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
                            bool audit, ThreadRecord *self) {
   PageGroup *g = new_group(st, vkey);
   if (!g) return nullptr;
-  g->legacy = true;
   g->isolate = true;
   g->audit = audit;
   g->region = static_cast<int16_t>(region);

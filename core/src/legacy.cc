@@ -137,7 +137,8 @@ bool kernel_takes_whole(uintptr_t start, size_t len, int prot) {
 int give_back_and_mprotect(EngineState &st, LegacyState &ls, uintptr_t start, size_t rlen, void *addr, size_t len,
                            int prot) {
   bool any = false, all_covered = true;
-  for (int j = 0; j < ls.ngroups; ++j) {
+  int scan = maybe_tracked(start, rlen) ? ls.ngroups : 0;  // outside every group's bounds: none
+  for (int j = 0; j < scan; ++j) {
     const PageGroup *g = ls.groups[j];
     if (!g->overlaps(start, rlen)) continue;
     any = true;
@@ -190,7 +191,6 @@ void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, ThreadR
   if (ls.ngroups == kMaxGroups) return;
   PageGroup *g = new_group(st, ls.next_vkey++);
   if (!g) return;
-  g->legacy = true;
   g->region = e.region;
   RangeRule rule = rule_for(ls, e.region);
   g->exec_exact = rule.exec_exact;
@@ -252,7 +252,6 @@ int legacy_init(const LegacyHooks &hooks) {
   return 0;
 }
 
-bool legacy_active() { return g_legacy.load(std::memory_order_acquire) != nullptr; }
 
 int legacy_mprotect(void *addr, size_t len, int prot) {
   EngineState *st;

@@ -42,7 +42,6 @@ struct LegacyHooks {
 
 // Starts the emulation (after engine_init succeeded). Returns 0 or -errno.
 int legacy_init(const LegacyHooks &hooks);
-bool legacy_active();
 
 int legacy_mprotect(void *addr, size_t len, int prot);
 int legacy_munmap(void *addr, size_t len);

@@ -35,8 +35,7 @@ struct PageGroup {
   // Execute rights: exact (page table follows prot's PROT_EXEC, a system call per change) or at the
   // ceiling (the shim's RW<->RX toggles: pages stay executable, writes are governed by the key).
   bool exec_exact = true;
-  // Legacy mprotect emulation (legacy.h): the group stands for one range the program toggles.
-  bool legacy = false;
+  // Legacy mprotect emulation (legacy.h): the policy region of the range the group stands for.
   int16_t region = -1;     // policy region index, -1 for the defaults
   int16_t stat_slot = -1;  // its row in the stats page (stats_page.h), -1 if not listed
   uint64_t toggles = 0;    // mprotect calls served for it

@@ -36,10 +36,4 @@ void ToggleTracker::forget(uintptr_t start, size_t len) {
     if (e.len && e.start < end && start < e.start + e.len) e = ToggleEntry{};
 }
 
-void ToggleTracker::clear() {
-  for (ToggleEntry &e : slots_) e = ToggleEntry{};
-  lo_ = UINTPTR_MAX;
-  hi_ = 0;
-}
-
 }  // namespace mpk

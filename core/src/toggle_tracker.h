@@ -31,13 +31,12 @@ class ToggleTracker {
   ToggleEntry &touch(uintptr_t start, size_t len, bool *fresh);
   // Forgets every entry that overlaps [start, start+len).
   void forget(uintptr_t start, size_t len);
-  void clear();
 
  private:
   static uint32_t hash(uintptr_t start, size_t len);
   ToggleEntry slots_[kSlots];
   uint64_t tick_ = 0;
-  // Bounds of every entry made since the last clear: forget() outside them costs nothing.
+  // Bounds of every entry ever made: forget() outside them costs nothing.
   uintptr_t lo_ = UINTPTR_MAX, hi_ = 0;
 };
 
