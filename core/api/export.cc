@@ -6,6 +6,7 @@
 
 #include "engine.h"
 #include "mpk.h"
+#include "stats_file.h"
 
 #define MPK_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -17,6 +18,12 @@ int ret(int rc) {
   }
   return rc;
 }
+// MPK_STATS=path: the engine's counters as JSON at exit (the path is read at load time).
+__attribute__((constructor)) void stats_at_load() { mpk::stats_file_remember(); }
+__attribute__((destructor)) void stats_at_exit() {
+  if (mpk::engine_ready()) mpk::stats_file_write([](char *buf, int cap) { return mpk::engine_stats_json(buf, cap); });
+}
+
 }  // namespace
 
 MPK_EXPORT int mpk_init(int evict_rate) { return ret(mpk::engine_init(evict_rate)); }

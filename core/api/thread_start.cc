@@ -21,6 +21,7 @@ struct StartArgs {
   std::atomic<bool> busy{false};
   void *(*routine)(void *);
   void *arg;
+  uint32_t pkru;  // the creator's simulated PKRU (engine.h: engine_thread_inherit)
 };
 constexpr int kPool = 4096;
 constinit StartArgs g_pool[kPool];
@@ -43,6 +44,7 @@ void *trampoline(void *p) {
   auto *a = static_cast<StartArgs *>(p);
   void *(*routine)(void *) = a->routine;
   void *arg = a->arg;
+  mpk::engine_thread_inherit(a->pkru);
   a->busy.store(false, std::memory_order_release);
   mpk::engine_thread_start(reinterpret_cast<uintptr_t>(routine));
   return routine(arg);
@@ -61,6 +63,7 @@ extern "C" __attribute__((visibility("default"))) int pthread_create(pthread_t *
       continue;
     g_pool[i].routine = routine;
     g_pool[i].arg = arg;
+    g_pool[i].pkru = mpk::engine_creator_pkru();
     int rc = real(t, attr, trampoline, &g_pool[i]);
     if (rc != 0) g_pool[i].busy.store(false, std::memory_order_release);
     return rc;

@@ -5,7 +5,11 @@
 // RDPKRU/WRPKRU are user-mode instructions that touch only the calling thread's register.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+
+#include "key_backend.h"
+#include "stats.h"
 
 namespace mpk {
 
@@ -27,12 +31,22 @@ inline Rights pkru_rights(uint32_t pkru, int key) {
   return (b & 1u) ? Rights::kNone : (b & 2u) ? Rights::kRead : Rights::kReadWrite;
 }
 
+// The calling thread's PKRU: the register, or its simulation (key_backend.h).
 inline uint32_t rdpkru() {
+  if (simulated()) return t_sim_pkru;
   uint32_t eax, edx;
   asm volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0));
   return eax;
 }
+// Every write is counted (a per-thread counter: no shared cache line, no locked instruction).
 inline void wrpkru(uint32_t v) {
+  bump_hot(Hot::wrpkru);
+  if (simulated()) {
+    t_sim_pkru = v;
+    // A signal handler of this thread must see the write in program order, as with the register.
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    return;
+  }
   asm volatile(".byte 0x0f,0x01,0xef" : : "a"(v), "c"(0), "d"(0) : "memory");
 }
 

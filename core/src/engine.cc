@@ -53,6 +53,15 @@ void heap_unmap(void *ctx, void *p, size_t bytes) {
   sys::munmap(p, bytes);
 }
 
+// MPK_SIMULATE=1 (or "yes"/"true"): run on simulated keys whatever the CPU has.
+bool simulation_requested() {
+  const char *v = getenv("MPK_SIMULATE");
+  if (!v || !*v || !__builtin_strcmp(v, "0")) return false;
+  if (!__builtin_strcmp(v, "1") || !__builtin_strcmp(v, "yes") || !__builtin_strcmp(v, "true")) return true;
+  MPK_LOG(kWarn, "MPK_SIMULATE=%s is not 0 or 1; not simulating", v);
+  return false;
+}
+
 int parse_env_int(const char *name, int def, int lo, int hi) {
   const char *v = getenv(name);
   if (!v || !*v) return def;
@@ -141,23 +150,32 @@ int engine_init(int evict_rate) {
     return 0;
   }
   configure_logging();
-  if (!pkeys_usable()) {
+  // The backend is chosen once, before any key exists (key_backend.h).
+  if (simulation_requested()) {
+    g_backend = Backend::kSimulated;
+    MPK_LOG(kWarn, "MPK_SIMULATE=1: simulated protection keys; memory is NOT protected (for measurement only)");
+  } else if (pkeys_usable()) {
+    g_backend = Backend::kHardware;
+  } else {
     pthread_mutex_unlock(&g_init_lock);
     MPK_LOG(kInfo, "protection keys unavailable (CPU PKU %d, OS %d, pkey_alloc %d)", cpu_info().pku,
             cpu_info().ospke, cpu_info().pkey_syscalls);
     return -ENOTSUP;
   }
-  int meta = sys::pkey_alloc(0, 0);  // this thread: read/write until it leaves the engine
+  int meta = key_alloc(0, 0);  // this thread: read/write until it leaves the engine
   if (meta <= 0) {
+    g_backend = Backend::kNone;
     pthread_mutex_unlock(&g_init_lock);
     MPK_LOG(kError, "cannot allocate the metadata key: %d", meta);
     return meta == -ENOSPC ? -ENOSPC : -ENOTSUP;
   }
   if (!g_arena.init(meta)) {
-    sys::pkey_free(meta);
+    key_free(meta);
+    g_backend = Backend::kNone;
     pthread_mutex_unlock(&g_init_lock);
     return -ENOMEM;
   }
+  stats_page().backend.store(static_cast<uint32_t>(g_backend), std::memory_order_relaxed);
   g_meta_key = meta;
   g_meta_mask = pkru_mask(meta);
   auto *st = new (g_arena.alloc(sizeof(EngineState))) EngineState(&g_arena);
@@ -261,10 +279,10 @@ int engine_begin(int vkey, int prot) {
   PageGroup *g = st->groups.find(vkey);
   if (!g) return -EINVAL;
   if (!within_ceiling(prot, g->ceiling)) return -EACCES;
-  bump(stats().begin_calls);
+  bump_hot(Hot::begin_calls);
   int k = g->hw_key;
   if (k) {
-    bump(stats().cache_hits);
+    bump_hot(Hot::cache_hits);
   } else {
     bump(stats().cache_misses);
     k = load(*st, *g, /*may_evict=*/true, s.rec);
@@ -287,7 +305,7 @@ int engine_end(int vkey) {
   if (!g) return -EINVAL;
   int k = g->hw_key;
   if (!k || !s.rec->dom[k].load(std::memory_order_relaxed)) return -EINVAL;  // no open domain
-  bump(stats().end_calls);
+  bump_hot(Hot::end_calls);
   s.rec->dom[k].store(0, std::memory_order_release);
   st->cache.unpin(k);
   return 0;
@@ -302,7 +320,7 @@ int engine_mprotect(int vkey, int prot) {
   PageGroup *g = st->groups.find(vkey);
   if (!g) return -EINVAL;
   if (!within_ceiling(prot, g->ceiling)) return -EACCES;
-  bump(stats().mprotect_calls);
+  bump_hot(Hot::mprotect_calls);
   return set_group_prot(*st, *g, prot, s.rec);
 }
 
@@ -353,6 +371,11 @@ int engine_free(int vkey, void *p) {
   return -EINVAL;
 }
 
+uint32_t engine_creator_pkru() { return simulated() ? t_sim_pkru : 0; }
+void engine_thread_inherit(uint32_t pkru) {
+  if (simulated()) t_sim_pkru = pkru;
+}
+
 void engine_thread_start(uintptr_t start_routine) {
   EngineState *st = state();
   if (!st) return;
@@ -383,6 +406,7 @@ void engine_thread_exit() {
     t_self = nullptr;
   }
   wrpkru(outside_meta(compute_pkru(*st, rdpkru(), nullptr)));
+  release_hot_slot();
 }
 
 int engine_stats_json(char *buf, int cap) {

@@ -27,6 +27,11 @@ int engine_mprotect(int vkey, int prot);
 void *engine_malloc(int vkey, size_t size, int *err);
 int engine_free(int vkey, void *p);
 
+// What a new thread inherits: clone copies its creator's PKRU register; a simulated register
+// (key_backend.h) is handed over by the thread-start trampoline with these two.
+uint32_t engine_creator_pkru();
+void engine_thread_inherit(uint32_t pkru);
+
 // Thread lifecycle: called in a new thread before its start routine, and at its exit.
 void engine_thread_start(uintptr_t start_routine);
 void engine_thread_exit();

@@ -75,7 +75,7 @@ void bump_gen(EngineState &st) { st.gen.fetch_add(1, std::memory_order_seq_cst);
 int tag_ranges(const PageGroup &g, int prot, int key) {
   for (uint32_t i = 0; i < g.nranges; ++i) {
     void *a = reinterpret_cast<void *>(g.ranges[i].start);
-    int rc = sys::pkey_mprotect(a, g.ranges[i].len, prot, key);
+    int rc = key_mprotect(a, g.ranges[i].len, prot, key);
     // Exactly PROT_EXEC on key 0 is what a plain mprotect makes execute-only (the kernel's own
     // key): once the pages are off our key, a plain mprotect gives them exactly that.
     if (!rc && key == 0 && prot == PROT_EXEC) rc = sys::mprotect(a, g.ranges[i].len, prot);
@@ -106,7 +106,7 @@ int unload(EngineState &st, PageGroup &g, bool retag) {
 
 int take_new_key(EngineState &st) {
   if (st.keys_taken >= st.key_budget) return 0;
-  int k = sys::pkey_alloc(0, PKEY_DISABLE_ACCESS);
+  int k = key_alloc(0, PKEY_DISABLE_ACCESS);
   if (k <= 0) return 0;  // other pkey users hold the rest
   ++st.keys_taken;
   publish_rights(st, k, Rights::kNone);
@@ -191,7 +191,7 @@ int adopt_pages(EngineState &st, PageGroup &g, void *p, size_t len, int prot) {
       return rc;
     }
   }
-  int rc = g.hw_key ? sys::pkey_mprotect(p, len, g.page_prot(), g.hw_key) : sys::pkey_mprotect(p, len, g.prot, 0);
+  int rc = g.hw_key ? key_mprotect(p, len, g.page_prot(), g.hw_key) : key_mprotect(p, len, g.prot, 0);
   if (rc == 0 && !g.add_range(g_arena, reinterpret_cast<uintptr_t>(p), len)) rc = -ENOMEM;
   if (rc) {
     g.ceiling = old_ceiling;
@@ -208,8 +208,8 @@ int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self)
   PageGroup *g = &g_;
   int old = g->prot;
   if (int k = g->hw_key) {
-    bump(stats().cache_hits);
-    bump(stats().mprotect_by_pkru);
+    bump_hot(Hot::cache_hits);
+    bump_hot(Hot::mprotect_by_pkru);
     int old_page = g->page_prot();
     g->prot = prot;
     st.cache.touch(k, ++st.tick);
@@ -246,7 +246,7 @@ int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self)
     }
   }
   if (try_load && load(st, *g, /*may_evict=*/true, self)) {
-    bump(stats().mprotect_by_pkru);
+    bump_hot(Hot::mprotect_by_pkru);
     return 0;
   }
   bump(stats().mprotect_by_page_table);

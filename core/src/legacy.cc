@@ -162,7 +162,7 @@ int give_back_and_mprotect(EngineState &st, LegacyState &ls, uintptr_t start, si
     }
     // Ordering: the keys were released above but no other group can take one before this call
     // retags the pages (the engine's lock is held).
-    int rc = sys::pkey_mprotect(addr, len, prot, 0);
+    int rc = key_mprotect(addr, len, prot, 0);
     if (rc == 0 && prot == PROT_EXEC) rc = sys::mprotect(addr, len, prot);  // execute-only, as mprotect
     if (rc != 0) MPK_LOG(kWarn, "mprotect(%p, %zu): the kernel refused (errno %d) after the range was checked", addr, len, -rc);
     return rc;
@@ -263,14 +263,14 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
   Section s(*st);
   Locked l;
   Held h;
-  bump(stats().legacy_calls);
+  bump_hot(Hot::legacy_calls);
   int i = find_exact(*ls, start, rlen);
   if (i >= 0) {
     PageGroup *g = ls->groups[i];
     if (g->isolate && g->hw_key) {
       // Isolated: the page table holds exactly prot (with the key); threads' rights stay theirs.
       bump(stats().legacy_passthrough);
-      int rc = sys::pkey_mprotect(addr, len, prot, g->hw_key);
+      int rc = key_mprotect(addr, len, prot, g->hw_key);
       if (rc == 0) g->ceiling = g->prot = prot;
       region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
       return rc;
@@ -280,7 +280,8 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
       ++g->toggles;
       region_toggled(g->stat_slot);
       region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
-      bump(g->hw_key ? stats().legacy_emulated : stats().legacy_passthrough);
+      if (g->hw_key) bump_hot(Hot::legacy_emulated);
+      else bump(stats().legacy_passthrough);
       return rc;
     }
     // More than the ceiling: the kernel decides; the tracker keeps counting with the wider union.

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "key_backend.h"
 #include "sys.h"
 
 namespace mpk {
@@ -12,7 +13,7 @@ bool MetaArena::init(int pkey) {
   void *p = sys::mmap(nullptr, kReserve, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (sys::mmap_failed(p)) return false;
-  if (pkey > 0 && sys::pkey_mprotect(p, kReserve, PROT_READ | PROT_WRITE, pkey) != 0) {
+  if (pkey > 0 && key_mprotect(p, kReserve, PROT_READ | PROT_WRITE, pkey) != 0) {
     sys::munmap(p, kReserve);
     return false;
   }

@@ -1,20 +1,19 @@
-// stats.h - the engine's counters, generated from one list.
+// stats.h - the engine's counters, generated from two lists.
 //
-// Each counter is a relaxed atomic, safe to bump from any thread and from signal handlers.
-// Counters are appended, never reordered: the stats page (stats_page.h) is read by mpk-stat.
-// stats_json() renders them (with the library version) as one JSON object.
+// MPK_COUNTERS are relaxed atomics bumped on slow paths, safe from any thread and from signal
+// handlers. MPK_HOT_COUNTERS are bumped on the fast paths (every PKRU write, every emulated
+// mprotect): each thread owns a slot of its own and bumps it with a plain load and store, so no
+// cache line is shared and no locked instruction runs; readers sum the slots (hot_total). A thread
+// that exits folds its slot into a shared one and frees it. Counters are appended, never
+// reordered: the stats page (stats_page.h) is read by mpk-stat. stats_json() renders them (with
+// the library version) as one JSON object.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 
 #define MPK_COUNTERS(X)                                                           \
-  X(begin_calls, "mpk_begin calls")                                               \
-  X(end_calls, "mpk_end calls")                                                   \
-  X(mprotect_calls, "mpk_mprotect calls")                                         \
-  X(mprotect_by_pkru, "mpk_mprotect calls served by PKRU (group resident)")      \
   X(mprotect_by_page_table, "mpk_mprotect calls served by mprotect (not resident)") \
-  X(cache_hits, "key cache hits")                                                 \
   X(cache_misses, "key cache misses")                                             \
   X(loads, "groups loaded into a hardware key")                                   \
   X(evictions, "groups evicted from a hardware key")                              \
@@ -25,14 +24,22 @@
   X(heap_allocs, "mpk_malloc allocations")                                        \
   X(heap_frees, "mpk_free calls")                                                 \
   X(bad_frees, "invalid or double mpk_free calls")                                \
-  X(legacy_calls, "mprotect calls seen by the shim")                              \
-  X(legacy_emulated, "mprotect calls served by PKRU")                             \
   X(legacy_passthrough, "mprotect calls passed to the kernel")                    \
   X(promotions, "ranges promoted to page groups")                                 \
   X(dissolves, "page groups given back to the page table")                        \
   X(lazy_grants, "faults repaired by a lazy grant")                               \
   X(efault_repairs, "system calls retried after an EFAULT repair")                \
   X(violations, "protection faults that were the program's own")
+
+#define MPK_HOT_COUNTERS(X)                                                       \
+  X(wrpkru, "PKRU writes made by the engine (either backend)")                    \
+  X(begin_calls, "mpk_begin calls")                                               \
+  X(end_calls, "mpk_end calls")                                                   \
+  X(mprotect_calls, "mpk_mprotect calls")                                         \
+  X(mprotect_by_pkru, "mpk_mprotect calls served by PKRU (group resident)")      \
+  X(cache_hits, "key cache hits")                                                 \
+  X(legacy_calls, "mprotect calls seen by the shim")                              \
+  X(legacy_emulated, "mprotect calls served by PKRU")
 
 namespace mpk {
 
@@ -48,6 +55,46 @@ extern constinit std::atomic<Stats *> g_stats_at;
 inline Stats &stats() { return *g_stats_at.load(std::memory_order_relaxed); }
 
 inline void bump(std::atomic<uint64_t> &c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+
+enum class Hot : int {
+#define MPK_HOT_ENUM(name, doc) name,
+  MPK_HOT_COUNTERS(MPK_HOT_ENUM)
+#undef MPK_HOT_ENUM
+  kCount
+};
+constexpr int kHotCount = static_cast<int>(Hot::kCount);
+
+// One thread's hot counters. Slot 0 is shared (threads past the table, and the totals of threads
+// that exited): it alone is bumped with atomic adds.
+struct alignas(64) HotSlot {
+  std::atomic<int32_t> owner{0};  // tid, 0 free; slot 0 is never owned
+  std::atomic<uint64_t> c[kHotCount] = {};
+};
+constexpr int kHotSlots = 1024;
+
+// Where the slots live: a static table, moved with the counters into the shared stats page.
+extern constinit std::atomic<HotSlot *> g_hot_at;
+extern thread_local int t_hot_slot __attribute__((tls_model("initial-exec")));  // -1: none yet
+int claim_hot_slot();
+// Folds the calling thread's slot into slot 0 and frees it (thread exit).
+void release_hot_slot();
+
+inline void bump_hot(Hot h, uint64_t n = 1) {
+  int s = t_hot_slot;
+  if (s < 0) s = claim_hot_slot();
+  std::atomic<uint64_t> &c = g_hot_at.load(std::memory_order_relaxed)[s].c[static_cast<int>(h)];
+  if (s == 0) {
+    c.fetch_add(n, std::memory_order_relaxed);
+  } else {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+}
+inline uint64_t hot_total(const HotSlot *slots, Hot h) {
+  uint64_t sum = 0;
+  for (int i = 0; i < kHotSlots; ++i) sum += slots[i].c[static_cast<int>(h)].load(std::memory_order_relaxed);
+  return sum;
+}
+inline uint64_t hot_total(Hot h) { return hot_total(g_hot_at.load(std::memory_order_acquire), h); }
 
 // Writes {"version":..., counters..., plus the gauges given} into buf; returns its length.
 int stats_json(char *buf, int cap, int groups, int resident_groups, int hw_keys);

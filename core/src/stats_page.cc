@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "key_backend.h"
 #include "raw_log.h"
 #include "sys.h"
 
@@ -43,11 +44,13 @@ bool stats_page_share() {
   // in between are the only ones lost (start-up runs before the program's threads; a fork child
   // has one thread).
   std::memcpy(static_cast<void *>(page), static_cast<const void *>(&stats_page()), sizeof(StatsPage));
+  std::memcpy(static_cast<void *>(page->hot), static_cast<const void *>(g_hot_at.load()), sizeof page->hot);
   page->magic = kStatsMagic;
   page->layout = kStatsLayout;
   page->pid = pid;
   std::memcpy(page->version, MPK_VERSION_STRING, sizeof MPK_VERSION_STRING < sizeof page->version ? sizeof MPK_VERSION_STRING : sizeof page->version - 1);
   g_stats_at.store(&page->counters, std::memory_order_release);
+  g_hot_at.store(page->hot, std::memory_order_release);
   g_page.store(page, std::memory_order_release);
   std::memcpy(g_shared_path, path, sizeof g_shared_path);
   return true;
@@ -64,8 +67,10 @@ void stats_page_after_fork() {
     // No file: counters go back to a private block, starting from the parent's values.
     static constinit StatsPage child_page;
     std::memcpy(static_cast<void *>(&child_page), static_cast<const void *>(&stats_page()), sizeof child_page);
+    std::memcpy(static_cast<void *>(child_page.hot), static_cast<const void *>(g_hot_at.load()), sizeof child_page.hot);
     child_page.pid = sys::getpid();
     g_stats_at.store(&child_page.counters, std::memory_order_release);
+    g_hot_at.store(child_page.hot, std::memory_order_release);
     g_page.store(&child_page, std::memory_order_release);
   }
 }
@@ -112,14 +117,20 @@ int stats_page_json(const StatsPage &page, char *buf, int cap, RegionExtra extra
     ++groups;
     resident += s.key.load(std::memory_order_relaxed) != 0;
   }
+  // This process's own page: its hot counters are wherever g_hot_at points (the boot table until
+  // the page is shared); another process's page (mpk-stat) holds its own.
+  const HotSlot *hot_slots = &page == &stats_page() ? g_hot_at.load(std::memory_order_acquire) : page.hot;
+  auto hot = [&](Hot h) { return (unsigned long)hot_total(hot_slots, h); };
   int n = format_to(buf, cap,
-                    "{\"version\":\"%s\",\"pid\":%d,\"active\":%s,\"mprotect_calls\":%lu,\"mprotect_emulated\":%lu,"
+                    "{\"version\":\"%s\",\"pid\":%d,\"active\":%s,\"backend\":\"%s\",\"wrpkru\":%lu,"
+                    "\"mprotect_calls\":%lu,\"mprotect_emulated\":%lu,"
                     "\"mprotect_passthrough\":%lu,\"groups\":%d,\"resident_groups\":%d,\"hw_keys\":%d,"
                     "\"evictions\":%lu,\"lazy_grants\":%lu,\"revocation_signals\":%lu,\"efault_repairs\":%lu,"
                     "\"violations\":%lu,\"promotions\":%lu,\"dissolves\":%lu,\"sync_fallbacks\":%lu,"
                     "\"threads_registered\":%lu,\"regions\":[",
-                    page.version[0] ? page.version : MPK_VERSION_STRING, page.pid ? page.pid : sys::getpid(), page.active.load() ? "true" : "false", u(c.legacy_calls),
-                    u(c.legacy_emulated), u(c.legacy_passthrough), groups, resident, page.hw_keys.load(),
+                    page.version[0] ? page.version : MPK_VERSION_STRING, page.pid ? page.pid : sys::getpid(), page.active.load() ? "true" : "false",
+                    backend_name(static_cast<Backend>(page.backend.load())), hot(Hot::wrpkru), hot(Hot::legacy_calls),
+                    hot(Hot::legacy_emulated), u(c.legacy_passthrough), groups, resident, page.hw_keys.load(),
                     u(c.evictions), u(c.lazy_grants), u(c.revocation_signals), u(c.efault_repairs),
                     u(c.violations), u(c.promotions), u(c.dissolves), u(c.sync_fallbacks), u(c.threads_registered));
   int listed = 0;

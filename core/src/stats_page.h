@@ -15,7 +15,7 @@
 namespace mpk {
 
 constexpr uint64_t kStatsMagic = 0x74617473'6b706d31ull;  // "1mpkstat"
-constexpr uint32_t kStatsLayout = 1;                       // bumped when the layout changes
+constexpr uint32_t kStatsLayout = 2;                       // bumped when the layout changes
 constexpr int kRegionSlots = 256;
 
 struct RegionSlot {
@@ -35,9 +35,11 @@ struct StatsPage {
   uint32_t layout = kStatsLayout;
   int32_t pid = 0;
   char version[16] = {};
-  std::atomic<uint32_t> active{0};   // the shim runs with protection keys
+  std::atomic<uint32_t> active{0};   // the shim runs with protection keys (either backend)
   std::atomic<int32_t> hw_keys{0};
+  std::atomic<uint32_t> backend{0};  // key_backend.h: Backend
   Stats counters;
+  HotSlot hot[kHotSlots];
   RegionSlot regions[kRegionSlots];
 };
 

@@ -26,6 +26,7 @@ constexpr int kPkruFeature = 9;
 // Points at the PKRU slot of the XSAVE image in a signal frame, marking PKRU present; null if the
 // frame has no usable XSAVE image.
 uint32_t *frame_pkru(void *uctx) {
+  if (simulated()) return sim_frame_pkru();
   auto *uc = static_cast<ucontext_t *>(uctx);
   auto *fp = reinterpret_cast<unsigned char *>(uc->uc_mcontext.fpregs);
   uint32_t off = cpu_info().pkru_xsave_offset;
@@ -49,6 +50,7 @@ uint32_t *frame_pkru(void *uctx) {
 }
 
 void sync_handler(int, siginfo_t *, void *uctx) {
+  HandlerPkru frame;
   int saved_errno = errno;
   // Handlers start with the default PKRU (every non-zero key disabled); open the metadata key for
   // this handler only. sigreturn restores the PKRU in the frame, so this write does not leak.

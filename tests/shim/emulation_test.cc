@@ -19,7 +19,7 @@ class Emulation : public ::testing::Test {
 
 TEST_F(Emulation, RepeatedTogglesBecomeAKeyWithExactRights) {
   Mapping m(4);
-  uint64_t emulated = shimt::counter(&mpk::Stats::legacy_emulated);
+  uint64_t emulated = shimt::counter(mpk::Hot::legacy_emulated);
   shimt::Toggle(m, 3);
   EXPECT_TRUE(Has(m.base() + 4096, RW));
   ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
@@ -30,7 +30,7 @@ TEST_F(Emulation, RepeatedTogglesBecomeAKeyWithExactRights) {
   EXPECT_TRUE(Has(m.base() + 3 * 4096, RW));
   if (!shimt::emulating()) GTEST_SKIP() << "rights checked; emulation itself needs the shim and PKU";
   EXPECT_GT(mpkt::pkey_of(m.base()), 0) << "the toggled range should carry a protection key";
-  EXPECT_GE(shimt::counter(&mpk::Stats::legacy_emulated) - emulated, 6u);
+  EXPECT_GE(shimt::counter(mpk::Hot::legacy_emulated) - emulated, 6u);
 }
 
 TEST_F(Emulation, ErrorsAreTheKernels) {

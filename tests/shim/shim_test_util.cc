@@ -30,6 +30,8 @@ uint64_t counter(const std::atomic<uint64_t> mpk::Stats::*which) {
   return stats() ? (stats()->counters.*which).load() : 0;
 }
 
+uint64_t counter(mpk::Hot which) { return stats() ? mpk::hot_total(stats()->hot, which) : 0; }
+
 Mapping::Mapping(size_t pages, int prot) : bytes_(pages * 4096) {
   void *p = mmap(nullptr, bytes_, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {

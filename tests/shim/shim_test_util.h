@@ -23,6 +23,7 @@ const mpk::StatsPage *stats();
 // True when this process runs under the shim with protection keys.
 bool emulating();
 uint64_t counter(const std::atomic<uint64_t> mpk::Stats::*which);
+uint64_t counter(mpk::Hot which);  // a per-thread counter (stats.h), summed
 
 #define SHIM_SKIP_UNLESS_EMULATING()                                                               \
   do {                                                                                             \

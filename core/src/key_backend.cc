@@ -1,0 +1,96 @@
+#include "key_backend.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+
+#include "cpu.h"
+#include "sys.h"
+
+namespace mpk {
+
+constinit Backend g_backend = Backend::kNone;
+thread_local uint32_t t_sim_pkru __attribute__((tls_model("initial-exec"))) = kDefaultPkru;
+
+namespace {
+
+// Simulated keys in use (bit k); key 0 always.
+constinit std::atomic<uint32_t> g_sim_keys{1u};
+
+// Saved PKRU of the engine's handlers running in this thread, innermost last.
+constexpr int kMaxFrames = 16;
+thread_local uint32_t t_frames[kMaxFrames] __attribute__((tls_model("initial-exec")));
+thread_local int t_depth __attribute__((tls_model("initial-exec"))) = 0;
+
+}  // namespace
+
+const char *backend_name(Backend b) {
+  switch (b) {
+    case Backend::kHardware: return "hardware";
+    case Backend::kSimulated: return "simulated";
+    default: return "none";
+  }
+}
+
+int key_alloc(unsigned flags, unsigned rights) {
+  if (!simulated()) return sys::pkey_alloc(flags, rights);
+  if (flags || (rights & ~unsigned{PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE})) return -EINVAL;
+  uint32_t used = g_sim_keys.load(std::memory_order_relaxed);
+  for (;;) {
+    uint32_t free_keys = ~used & 0xfffeu;
+    if (!free_keys) return -ENOSPC;
+    int k = __builtin_ctz(free_keys);
+    if (!g_sim_keys.compare_exchange_weak(used, used | (1u << k), std::memory_order_acq_rel)) continue;
+    // As the kernel does: the new key's initial rights land in the calling thread's register.
+    Rights r = (rights & PKEY_DISABLE_ACCESS) ? Rights::kNone
+               : (rights & PKEY_DISABLE_WRITE) ? Rights::kRead
+                                               : Rights::kReadWrite;
+    t_sim_pkru = pkru_with(t_sim_pkru, k, r);
+    return k;
+  }
+}
+
+int key_free(int key) {
+  if (!simulated()) return sys::pkey_free(key);
+  if (key <= 0 || key >= kHwKeys) return -EINVAL;
+  uint32_t bit = 1u << key;
+  return (g_sim_keys.fetch_and(~bit, std::memory_order_acq_rel) & bit) ? 0 : -EINVAL;
+}
+
+int key_mprotect(void *addr, size_t len, int prot, int key) {
+  if (!simulated()) return sys::pkey_mprotect(addr, len, prot, key);
+  if (key < 0 || key >= kHwKeys || (key && !(g_sim_keys.load(std::memory_order_acquire) & (1u << key))))
+    return -EINVAL;
+  // The page-table half of pkey_mprotect: the same permission change, no key recorded.
+  return sys::mprotect(addr, len, prot);
+}
+
+// Ordering (both sides): the depth is the last thing changed on entry and the first on exit, with
+// the register saved before and restored after, so a signal nested at any point pushes its own
+// frame above ours and restores what it found.
+HandlerPkru::HandlerPkru() : active_(simulated()) {
+  if (!active_) return;
+  int d = t_depth;
+  if (d < kMaxFrames) t_frames[d] = t_sim_pkru;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_depth = d + 1;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_sim_pkru = kDefaultPkru;  // the kernel starts every handler with the default PKRU
+}
+
+HandlerPkru::~HandlerPkru() {
+  if (!active_) return;
+  int d = t_depth - 1;
+  uint32_t saved = d < kMaxFrames ? t_frames[d] : kDefaultPkru;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_depth = d;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_sim_pkru = saved;  // sigreturn restores the frame's PKRU
+}
+
+uint32_t *sim_frame_pkru() {
+  int d = t_depth;
+  return d > 0 && d <= kMaxFrames ? &t_frames[d - 1] : nullptr;
+}
+
+}  // namespace mpk
