@@ -20,7 +20,14 @@
 
 namespace {
 
-bool repair_iov(const struct iovec *iov, int n) {
+bool catch_up(const void *p, size_t n) { return mpk::legacy_catch_up(p, n); }
+bool repair(const void *p, size_t n) { return mpk::legacy_repair_efault(p, n); }
+bool catch_up(const struct iovec *iov, int n) {
+  bool any = false;
+  for (int i = 0; i < n && i < 1024; ++i) any |= mpk::legacy_catch_up(iov[i].iov_base, iov[i].iov_len);
+  return any;
+}
+bool repair(const struct iovec *iov, int n) {
   bool any = false;
   for (int i = 0; i < n && i < 1024; ++i) any |= mpk::legacy_repair_efault(iov[i].iov_base, iov[i].iov_len);
   return any;
@@ -28,41 +35,41 @@ bool repair_iov(const struct iovec *iov, int n) {
 
 }  // namespace
 
-// One wrapper: RET NAME(PARAMS) calling the real NAME(ARGS); REPAIR is the expression that
-// repairs the buffers (true: retry).
-#define MPK_IO_WRAPPER(RET, NAME, PARAMS, ARGS, REPAIR)                                  \
+// One wrapper: RET NAME(PARAMS) calling the real NAME(ARGS); BUF and LEN name the call's buffer
+// (or its iovec array and count). After an EFAULT a repair that changed something retries.
+#define MPK_IO_WRAPPER(RET, NAME, PARAMS, ARGS, BUF, LEN)                                \
   MPK_EXPORT RET NAME PARAMS {                                                           \
     static constinit std::atomic<void *> real_slot{nullptr};                             \
-    auto real = reinterpret_cast<RET(*) PARAMS>(mpk::real_next(#NAME, real_slot));              \
-    mpk::legacy_catch_up();                                                              \
+    auto real = reinterpret_cast<RET(*) PARAMS>(mpk::real_next(#NAME, real_slot));       \
+    catch_up(BUF, LEN);                                                                  \
     RET r = real ARGS;                                                                   \
-    if (r < 0 && errno == EFAULT && (REPAIR)) r = real ARGS;                             \
+    if (r < 0 && errno == EFAULT && repair(BUF, LEN)) r = real ARGS;                     \
     return r;                                                                            \
   }
 
-MPK_IO_WRAPPER(ssize_t, read, (int fd, void *buf, size_t n), (fd, buf, n), mpk::legacy_repair_efault(buf, n))
-MPK_IO_WRAPPER(ssize_t, write, (int fd, const void *buf, size_t n), (fd, buf, n), mpk::legacy_repair_efault(buf, n))
+MPK_IO_WRAPPER(ssize_t, read, (int fd, void *buf, size_t n), (fd, buf, n), buf, n)
+MPK_IO_WRAPPER(ssize_t, write, (int fd, const void *buf, size_t n), (fd, buf, n), buf, n)
 MPK_IO_WRAPPER(ssize_t, pread, (int fd, void *buf, size_t n, off_t o), (fd, buf, n, o),
-               mpk::legacy_repair_efault(buf, n))
+               buf, n)
 MPK_IO_WRAPPER(ssize_t, pread64, (int fd, void *buf, size_t n, off_t o), (fd, buf, n, o),
-               mpk::legacy_repair_efault(buf, n))
+               buf, n)
 MPK_IO_WRAPPER(ssize_t, pwrite, (int fd, const void *buf, size_t n, off_t o), (fd, buf, n, o),
-               mpk::legacy_repair_efault(buf, n))
+               buf, n)
 MPK_IO_WRAPPER(ssize_t, pwrite64, (int fd, const void *buf, size_t n, off_t o), (fd, buf, n, o),
-               mpk::legacy_repair_efault(buf, n))
-MPK_IO_WRAPPER(ssize_t, readv, (int fd, const struct iovec *iov, int n), (fd, iov, n), repair_iov(iov, n))
-MPK_IO_WRAPPER(ssize_t, writev, (int fd, const struct iovec *iov, int n), (fd, iov, n), repair_iov(iov, n))
+               buf, n)
+MPK_IO_WRAPPER(ssize_t, readv, (int fd, const struct iovec *iov, int n), (fd, iov, n), iov, n)
+MPK_IO_WRAPPER(ssize_t, writev, (int fd, const struct iovec *iov, int n), (fd, iov, n), iov, n)
 MPK_IO_WRAPPER(ssize_t, recv, (int fd, void *buf, size_t n, int flags), (fd, buf, n, flags),
-               mpk::legacy_repair_efault(buf, n))
+               buf, n)
 MPK_IO_WRAPPER(ssize_t, recvfrom,
                (int fd, void *buf, size_t n, int flags, struct sockaddr *from, socklen_t *fromlen),
-               (fd, buf, n, flags, from, fromlen), mpk::legacy_repair_efault(buf, n))
+               (fd, buf, n, flags, from, fromlen), buf, n)
 MPK_IO_WRAPPER(ssize_t, recvmsg, (int fd, struct msghdr *m, int flags), (fd, m, flags),
-               repair_iov(m->msg_iov, static_cast<int>(m->msg_iovlen)))
+               m->msg_iov, static_cast<int>(m->msg_iovlen))
 MPK_IO_WRAPPER(ssize_t, send, (int fd, const void *buf, size_t n, int flags), (fd, buf, n, flags),
-               mpk::legacy_repair_efault(buf, n))
+               buf, n)
 MPK_IO_WRAPPER(ssize_t, sendto,
                (int fd, const void *buf, size_t n, int flags, const struct sockaddr *to, socklen_t tolen),
-               (fd, buf, n, flags, to, tolen), mpk::legacy_repair_efault(buf, n))
+               (fd, buf, n, flags, to, tolen), buf, n)
 MPK_IO_WRAPPER(ssize_t, sendmsg, (int fd, const struct msghdr *m, int flags), (fd, m, flags),
-               repair_iov(m->msg_iov, static_cast<int>(m->msg_iovlen)))
+               m->msg_iov, static_cast<int>(m->msg_iovlen))

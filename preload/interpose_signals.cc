@@ -84,7 +84,7 @@ void call_program_handler(const struct sigaction &a, int sig, siginfo_t *si, voi
 void trampoline(int sig, siginfo_t *si, void *uc) {
   HandlerPkru frame;  // first: models the kernel's PKRU handling for simulated keys
   int saved = errno;
-  adopt_thread_rights();
+  adopt_thread_rights(uc);
   struct sigaction a = read_action(sig);
   if (a.sa_flags & SA_RESETHAND) g_actions[sig].managed.store(false, std::memory_order_release);
   bool was_blocked = t_segv_blocked;
@@ -166,7 +166,7 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
   } else if (t_segv_blocked) {
     MPK_LOG(kDebug, "SIGSEGV sent to a thread that blocks it; dropped");
   } else if (is_function(a)) {
-    adopt_thread_rights();
+    adopt_thread_rights(uc);
     if (a.sa_flags & SA_RESETHAND) {
       store_action(SIGSEGV, default_disposition());
     }
@@ -208,7 +208,7 @@ void trap_handler(int sig, siginfo_t *si, void *uc) {
     a = default_disposition();
   }
   if (is_function(a)) {
-    adopt_thread_rights();
+    adopt_thread_rights(uc);
     ++t_handler_depth;
     call_program_handler(a, sig, si, uc);
     --t_handler_depth;

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "engine_internal.h"
+#include "fast_path.h"
 #include "heap.h"
 #include "isolation.h"
 #include "page_group.h"
@@ -49,7 +50,13 @@ void *heap_map(void *ctx, size_t bytes) {
 }
 void heap_unmap(void *ctx, void *p, size_t bytes) {
   auto *c = static_cast<HeapCtx *>(ctx);
-  c->g->remove_span(g_arena, reinterpret_cast<uintptr_t>(p), bytes);
+  if (int k = c->g->hw_key) {
+    KeyLock kl(*c->st, k);
+    c->g->remove_span(g_arena, reinterpret_cast<uintptr_t>(p), bytes);
+    publish_view(*c->st, *c->g);
+  } else {
+    c->g->remove_span(g_arena, reinterpret_cast<uintptr_t>(p), bytes);
+  }
   sys::munmap(p, bytes);
 }
 
@@ -85,21 +92,32 @@ void configure_logging() {
   log_configure(level, -1);  // the destination stays (the shim's policy may have chosen a file)
 }
 
-// fork: the child has one thread. The forking thread holds the lock across fork (inside the
-// engine, like a Section) so the child inherits a consistent state; both sides leave through
-// leave(), which writes their PKRU from the state.
+// fork: the child has one thread. The forking thread holds the lock and every key lock across
+// fork (inside the engine, like a Section) so the child inherits a consistent state and no lock
+// held by a thread it does not have; both sides leave through leave(), which writes their PKRU
+// from the state.
+void lock_all_keys(EngineState &st) {
+  int id = lock_id(t_self);
+  for (int k = 1; k < kHwKeys; ++k)
+    while (!KeyLock::try_acquire(st.keys[k], id)) sys::sched_yield();
+}
+void unlock_all_keys(EngineState &st) {
+  for (int k = 1; k < kHwKeys; ++k) KeyLock::release(st.keys[k]);
+}
 void atfork_prepare() {
   EngineState *st = state();
   if (!st) return;
   wrpkru(inside_meta(rdpkru()));
   if (ThreadRecord *rec = self_record(*st)) rec->in_lib.fetch_add(1, std::memory_order_seq_cst);
   pthread_mutex_lock(&g_lock);
+  lock_all_keys(*st);
 }
 void atfork_parent() {
   EngineState *st = state();
   if (!st) return;
+  unlock_all_keys(*st);
   pthread_mutex_unlock(&g_lock);
-  leave(*st, t_self);
+  leave(*st, t_self, 0);
 }
 void atfork_child() {
   EngineState *st = state();
@@ -111,8 +129,9 @@ void atfork_child() {
   if (self) self->tid.store(sys::gettid(), std::memory_order_seq_cst);
   sync_after_fork(*st);
   stats_page_after_fork();
+  unlock_all_keys(*st);
   pthread_mutex_unlock(&g_lock);
-  leave(*st, self);
+  leave(*st, self, 0);
 }
 
 void thread_exit_destructor(void *) { engine_thread_exit(); }
@@ -196,11 +215,14 @@ int engine_init(int evict_rate) {
   // Threads that exist already are adopted from /proc; their PKRU is unknown until their first
   // sync, so every sync signals them until then.
   t_self = st->threads.add(sys::gettid());
-  st->threads.adopt_all_tasks();
+  // Threads that exist already: what their PKRU holds is unknown until their first sync.
+  st->threads.adopt_all_tasks([&](ThreadRecord &r) {
+    for (int k = 1; k < kHwKeys; ++k) note_held(*st, &r, k, Rights::kReadWrite);
+  });
   pthread_setspecific(st->exit_key, t_self);
   pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
   g_state.store(st, std::memory_order_release);
-  leave(*st, t_self ? (t_self->in_lib.store(1), t_self) : nullptr);
+  leave(*st, t_self ? (t_self->in_lib.store(1), t_self) : nullptr, 0);
   pthread_mutex_unlock(&g_init_lock);
   MPK_LOG(kInfo, "ready: metadata key %d, up to %d group keys, sync signal %d, membarrier %d", meta,
           st->key_budget, st->sync_signal, st->membarrier_ok);
@@ -240,7 +262,9 @@ void *engine_mmap(int vkey, void *addr, size_t len, int prot, int flags, int fd,
     if (created) delete_group(*st, g);
     return *err = -rc, nullptr;
   }
-  if (created && !g->hw_key) load(*st, *g, /*may_evict=*/false, s.rec);
+  if (created && !g->hw_key) {
+    if (int k = load(*st, *g, /*may_evict=*/false, s.rec)) s.grant |= 1u << k;
+  }
   return p;
 }
 
@@ -257,11 +281,12 @@ int engine_munmap(int vkey) {
   for (uint32_t i = 0; i < g->nranges; ++i)
     sys::munmap(reinterpret_cast<void *>(g->ranges[i].start), g->ranges[i].len);
   if (int k = g->hw_key) {
+    KeyLock kl(*st, k);
     st->threads.for_each_live([&](ThreadRecord &r) { r.dom[k].store(0, std::memory_order_relaxed); });
+    clear_view(st->keys[k]);
     st->cache.release(k);
     publish_rights(*st, k, Rights::kNone);
-    bump_gen(*st);
-    // No page carries k now. A thread that cannot be reached keeps a stale shadow and is signalled
+    // No page carries k now. A thread that cannot be reached keeps what it holds and is signalled
     // again before k is given to another group (load() syncs k first).
     sync_keys(*st, 1u << k, s.rec);
   }
@@ -273,6 +298,7 @@ int engine_begin(int vkey, int prot) {
   EngineState *st = state();
   if (!st) return -EPERM;
   if (vkey < 0 || (prot & ~kDataProt)) return -EINVAL;
+  if (int rc; fast_begin(*st, vkey, prot, &rc)) return rc;
   Section s(*st);
   if (!s.rec) return -ENOMEM;
   Locked l;
@@ -288,9 +314,11 @@ int engine_begin(int vkey, int prot) {
     k = load(*st, *g, /*may_evict=*/true, s.rec);
     if (!k) return -EBUSY;
   }
-  if (!s.rec->dom[k].load(std::memory_order_relaxed)) st->cache.pin(k);
+  KeyLock kl(*st, k);
+  if (!s.rec->dom[k].load(std::memory_order_relaxed)) st->keys[k].pins.fetch_add(1, std::memory_order_relaxed);
   s.rec->dom[k].store(static_cast<uint8_t>(rights_of(prot)) + 1, std::memory_order_release);
   st->cache.touch(k, ++st->tick);
+  s.grant |= 1u << k;
   return 0;
 }
 
@@ -298,6 +326,7 @@ int engine_end(int vkey) {
   EngineState *st = state();
   if (!st) return -EPERM;
   if (vkey < 0) return -EINVAL;
+  if (int rc; fast_end(*st, vkey, &rc)) return rc;
   Section s(*st);
   if (!s.rec) return -ENOMEM;
   Locked l;
@@ -306,8 +335,10 @@ int engine_end(int vkey) {
   int k = g->hw_key;
   if (!k || !s.rec->dom[k].load(std::memory_order_relaxed)) return -EINVAL;  // no open domain
   bump_hot(Hot::end_calls);
+  KeyLock kl(*st, k);
   s.rec->dom[k].store(0, std::memory_order_release);
-  st->cache.unpin(k);
+  if (st->keys[k].pins.load(std::memory_order_relaxed)) st->keys[k].pins.fetch_sub(1, std::memory_order_relaxed);
+  s.grant |= 1u << k;
   return 0;
 }
 
@@ -315,13 +346,14 @@ int engine_mprotect(int vkey, int prot) {
   EngineState *st = state();
   if (!st) return -EPERM;
   if (vkey < 0 || !valid_prot(prot)) return -EINVAL;
+  if (int rc; fast_mprotect(*st, vkey, prot, &rc)) return rc;
   Section s(*st);
   Locked l;
   PageGroup *g = st->groups.find(vkey);
   if (!g) return -EINVAL;
   if (!within_ceiling(prot, g->ceiling)) return -EACCES;
   bump_hot(Hot::mprotect_calls);
-  return set_group_prot(*st, *g, prot, s.rec);
+  return set_group_prot(*st, *g, prot, s);
 }
 
 void *engine_malloc(int vkey, size_t size, int *err) {
@@ -335,7 +367,7 @@ void *engine_malloc(int vkey, size_t size, int *err) {
     g = new_group(*st, vkey);
     if (!g) return *err = ENOMEM, nullptr;
     g->ceiling = kDataProt;
-    load(*st, *g, /*may_evict=*/false, s.rec);
+    if (int k = load(*st, *g, /*may_evict=*/false, s.rec)) s.grant |= 1u << k;
   } else if (!within_ceiling(kDataProt, g->ceiling)) {
     return *err = EACCES, nullptr;
   }
@@ -383,11 +415,18 @@ void engine_thread_start(uintptr_t start_routine) {
   // either finds this thread in the registry or is already in what it computes.
   Section s(*st);
   if (s.rec) {
-    bump(stats().threads_registered);
     pthread_setspecific(st->exit_key, s.rec);
     s.rec->start_routine = start_routine;
     isolation_thread_start(*st, *s.rec);
   }
+  // The thread was created with its creator's PKRU. With lazy grants it starts holding nothing on
+  // the engine's keys but the eager ones (its first access to a group is granted then); otherwise
+  // it takes every key's current right.
+  uint32_t managed = st->managed_mask.load(std::memory_order_acquire);
+  uint32_t none = rdpkru();
+  for (uint32_t m = managed; m; m &= m - 1) none = pkru_with(none, __builtin_ctz(m), Rights::kNone);
+  wrpkru(none);
+  s.grant = st->lazy_grants ? st->eager_mask.load(std::memory_order_acquire) : managed;
 }
 
 void engine_thread_exit() {
@@ -397,15 +436,10 @@ void engine_thread_exit() {
   ThreadRecord *rec = t_self;
   {
     Locked l;
-    if (rec && rec->tid.load() == sys::gettid()) {
-      bool had_domains = false;
-      for (int k = 1; k < kHwKeys; ++k) had_domains |= rec->dom[k].load() != 0;
-      reap_thread(*st, rec);
-      if (had_domains) bump_gen(*st);
-    }
+    if (rec && rec->tid.load() == sys::gettid()) reap_thread(*st, rec);
     t_self = nullptr;
   }
-  wrpkru(outside_meta(compute_pkru(*st, rdpkru(), nullptr)));
+  wrpkru(outside_meta(lowered_to_state(*st, rdpkru(), nullptr)));
   release_hot_slot();
 }
 

@@ -30,57 +30,125 @@ thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec"))) = n
 ThreadRecord *self_record(EngineState &st) {
   if (t_self) return t_self;
   ThreadRecord *r = st.threads.find(sys::gettid());
-  if (!r) {
-    r = st.threads.add(sys::gettid());
-    if (r) bump(stats().threads_registered);
-  }
+  if (!r) r = register_unknown(st);
   t_self = r;
   return r;
 }
 
 // Leaves the engine: write this thread's PKRU from the state, metadata back to write-disabled.
-// Ordering: shadow and in_lib are stored before gen is re-read; revokers bump gen before they read
-// shadow and in_lib. So either a revoker sees us outside with our shadow (and signals us if it is
-// stale), or we see its gen and go round again. Both sides are seq_cst.
-void leave(EngineState &st, ThreadRecord *rec) {
+// Ordering: held[] and in_lib are stored before `pending` and `acks` are read again; a revoker
+// stores the new rights and the thread's pending bit before it reads held[] and in_lib (all
+// seq_cst). So either the revoker signals this thread, or this thread finds the pending bit, or
+// its own computation already read the new rights. A sync handler that ran while the metadata was
+// open (in_lib 0, the last write not yet made) changed acks: go round again.
+void leave(EngineState &st, ThreadRecord *rec, uint32_t grant) {
   if (!rec) {
-    wrpkru(outside_meta(compute_pkru(st, rdpkru(), nullptr)));
+    wrpkru(outside_meta(lowered_to_state(st, with_wanted(st, rdpkru(), nullptr, grant), nullptr)));
     return;
   }
   if (rec->in_lib.load(std::memory_order_relaxed) > 1) {
     rec->in_lib.fetch_sub(1, std::memory_order_seq_cst);
     return;
   }
+  // Inside a program's signal handler the interrupted context resumes later with its own PKRU:
+  // what the thread is noted to hold may then only grow.
+  const bool may_lower = t_handler_depth == 0;
   for (;;) {
-    uint64_t g1 = st.gen.load(std::memory_order_seq_cst);
-    uint32_t v = outside_meta(compute_pkru(st, rdpkru(), rec));
-    // Inside a program's signal handler the interrupted context resumes later with its own PKRU:
-    // the shadow may then only grow.
-    note_shadow(st, rec, v, /*may_lower=*/t_handler_depth == 0);
-    rec->in_lib.store(0, std::memory_order_seq_cst);  // the StoreLoad fence before gen is re-read
-    wrpkru(v);
-    if (st.gen.load(std::memory_order_seq_cst) == g1) return;
-    wrpkru(inside_meta(v));
+    grant |= rec->pending.exchange(0, std::memory_order_seq_cst);
+    for (uint32_t m = grant; m; m &= m - 1) {
+      int k = __builtin_ctz(m);
+      Rights r = want_of(st, rec, k);
+      if (static_cast<uint8_t>(r) > rec->held[k].load(std::memory_order_relaxed)) note_held(st, rec, k, r);
+    }
+    uint32_t v = lowered_to_state(st, with_wanted(st, rdpkru(), rec, grant), rec);
+    note_held_all(st, rec, v, may_lower);
+    uint64_t acks = rec->acks.load(std::memory_order_relaxed);
+    rec->in_lib.store(0, std::memory_order_seq_cst);  // the StoreLoad fence before pending is read
+    wrpkru(outside_meta(v));
+    if (rec->pending.load(std::memory_order_seq_cst) == 0 && rec->acks.load(std::memory_order_relaxed) == acks)
+      return;
+    wrpkru(inside_meta(rdpkru()));
     rec->in_lib.store(1, std::memory_order_seq_cst);
+    grant = 0;
   }
 }
 
+int lock_id(const ThreadRecord *rec) { return rec ? rec->index + 1 : -sys::gettid(); }
+
+bool KeyLock::try_acquire(KeyState &ks, int id) {
+  int32_t expected = 0;
+  return ks.lock.load(std::memory_order_relaxed) == 0 &&
+         ks.lock.compare_exchange_strong(expected, id, std::memory_order_acquire, std::memory_order_relaxed);
+}
+
+KeyLock::KeyLock(EngineState &st, int k) : ks_(&st.keys[k]), owned_(false) {
+  if (k <= 0) return;  // no key: nothing to lock
+  int id = lock_id(t_self);
+  if (ks_->lock.load(std::memory_order_relaxed) == id) return;  // re-entered by its holder
+  // A holder may be waiting for acks (a revocation); yield to it.
+  while (!try_acquire(*ks_, id)) sys::sched_yield();
+  owned_ = true;
+}
+
+KeyLock::~KeyLock() {
+  if (owned_) release(*ks_);
+}
 
 void publish_rights(EngineState &st, int key, Rights r) {
-  st.key_rights[key].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
+  st.keys[key].rights.store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
 }
-void bump_gen(EngineState &st) { st.gen.fetch_add(1, std::memory_order_seq_cst); }
+
+void publish_view(EngineState &st, PageGroup &g) {
+  constexpr auto rel = std::memory_order_relaxed;
+  int k = g.hw_key;
+  KeyState &ks = st.keys[k];
+  ks.group.store(&g, rel);
+  ks.vkey.store(g.vkey, rel);
+  ks.start.store(g.nranges == 1 ? g.ranges[0].start : 0, rel);
+  ks.len.store(g.nranges == 1 ? g.ranges[0].len : 0, rel);
+  ks.fast.store(!g.isolate && !g.nexcepts, rel);
+  st.by_vkey[hint_of_vkey(g.vkey)].store(static_cast<uint8_t>(k), std::memory_order_release);
+  if (g.nranges == 1) st.by_start[hint_of_start(g.ranges[0].start)].store(static_cast<uint8_t>(k), std::memory_order_release);
+}
+
+void clear_view(KeyState &ks) {
+  constexpr auto rel = std::memory_order_relaxed;
+  ks.group.store(nullptr, rel);
+  ks.vkey.store(-1, rel);
+  ks.start.store(0, rel);
+  ks.len.store(0, rel);
+  ks.fast.store(false, rel);
+  ks.pins.store(0, rel);
+}
 
 // Applies prot with key to every range of g. Returns 0 or -errno (first failure).
+namespace {
+int tag(uintptr_t start, size_t len, int prot, int key) {
+  void *a = reinterpret_cast<void *>(start);
+  int rc = key_mprotect(a, len, prot, key);
+  // Exactly PROT_EXEC on key 0 is what a plain mprotect makes execute-only (the kernel's own
+  // key): once the pages are off our key, a plain mprotect gives them exactly that.
+  if (!rc && key == 0 && prot == PROT_EXEC) rc = sys::mprotect(a, len, prot);
+  return rc;
+}
+}  // namespace
+
 int tag_ranges(const PageGroup &g, int prot, int key) {
-  for (uint32_t i = 0; i < g.nranges; ++i) {
-    void *a = reinterpret_cast<void *>(g.ranges[i].start);
-    int rc = key_mprotect(a, g.ranges[i].len, prot, key);
-    // Exactly PROT_EXEC on key 0 is what a plain mprotect makes execute-only (the kernel's own
-    // key): once the pages are off our key, a plain mprotect gives them exactly that.
-    if (!rc && key == 0 && prot == PROT_EXEC) rc = sys::mprotect(a, g.ranges[i].len, prot);
-    if (rc) return rc;
-  }
+  int rc = 0;
+  g.for_each_tagged([&](uintptr_t start, size_t len) {
+    if (!rc) rc = tag(start, len, prot, key);
+  });
+  return rc;
+}
+
+int fold_excepts(EngineState &st, PageGroup &g) {
+  if (!g.nexcepts) return 0;
+  KeyLock kl(st, g.hw_key);
+  int prot = g.hw_key ? g.page_prot() : g.prot;
+  for (int i = 0; i < g.nexcepts; ++i)
+    if (int rc = tag(g.excepts[i].start, g.excepts[i].len, prot, g.hw_key)) return rc;
+  g.nexcepts = 0;
+  if (g.hw_key) publish_view(st, g);  // the fast paths may serve it again
   return 0;
 }
 
@@ -88,6 +156,7 @@ int tag_ranges(const PageGroup &g, int prot, int key) {
 // Ordering: the page table takes over first; only then may the key's rights change.
 int unload(EngineState &st, PageGroup &g, bool retag) {
   int k = g.hw_key;
+  KeyLock kl(st, k);
   if (retag) {
     if (int rc = tag_ranges(g, g.prot, 0)) return rc;
   }
@@ -97,7 +166,10 @@ int unload(EngineState &st, PageGroup &g, bool retag) {
     r.iso[k].store(0, std::memory_order_relaxed);
   });
   st.eager_mask.fetch_and(~(1u << k), std::memory_order_seq_cst);
+  clear_view(st.keys[k]);
   st.cache.release(k);
+  // Threads keep what they hold on k (and stay among its holders) until the key is loaded again:
+  // no page carries it now, and load() syncs every holder before any page does.
   publish_rights(st, k, Rights::kNone);
   g.hw_key = 0;
   region_update(g.stat_slot, 0, g.prot, g.ceiling);
@@ -110,6 +182,8 @@ int take_new_key(EngineState &st) {
   if (k <= 0) return 0;  // other pkey users hold the rest
   ++st.keys_taken;
   publish_rights(st, k, Rights::kNone);
+  // Threads the engine has not synced yet may hold anything on a key it never used: they are
+  // noted as its holders (register_unknown) until their first sync.
   st.cache.make_available(k);
   st.managed_mask.fetch_or(1u << k, std::memory_order_seq_cst);
   g_managed_keys.fetch_or(1u << k, std::memory_order_seq_cst);
@@ -123,34 +197,48 @@ int load(EngineState &st, PageGroup &g, bool may_evict, ThreadRecord *self) {
   int k = st.cache.find_free();
   if (!k) k = take_new_key(st);
   if (!k && may_evict) {
-    k = st.cache.pick_victim();
+    // Keys a fast path used since the last choice count as used now; pinned keys (open domains)
+    // are never chosen.
+    uint32_t pinned = 0;
+    for (int j = 1; j < kHwKeys; ++j) {
+      KeyState &ks = st.keys[j];
+      if (ks.referenced.load(std::memory_order_relaxed)) {
+        ks.referenced.store(0, std::memory_order_relaxed);
+        if (st.cache.owner(j)) st.cache.touch(j, ++st.tick);
+      }
+      if (ks.pins.load(std::memory_order_relaxed)) pinned |= 1u << j;
+    }
+    k = st.cache.pick_victim(pinned);
     if (k) {
       PageGroup &victim = *st.cache.owner(k);
-      if (unload(st, victim) != 0) return 0;
+      KeyLock kl(st, k);
+      if (st.keys[k].pins.load(std::memory_order_relaxed) || unload(st, victim) != 0) return 0;  // a domain opened meanwhile
       bump(stats().evictions);
     }
   }
   if (!k) return 0;
-  // Every thread must hold the group's rights on k before any page carries k.
+  KeyLock kl(st, k);
+  // Every thread must hold no more than the group's rights on k (exactly them for eager keys)
+  // before any page carries k.
+  if (g.eager) st.eager_mask.fetch_or(1u << k, std::memory_order_seq_cst);
   publish_rights(st, k, rights_of(g.prot));
-  bump_gen(st);
   if (!sync_keys(st, 1u << k, self)) {
+    st.eager_mask.fetch_and(~(1u << k), std::memory_order_seq_cst);
     publish_rights(st, k, Rights::kNone);
-    bump_gen(st);
     return 0;
   }
   st.cache.assign(k, &g, ++st.tick);
   g.hw_key = k;
-  if (g.eager) st.eager_mask.fetch_or(1u << k, std::memory_order_seq_cst);
   if (tag_ranges(g, g.page_prot(), k) != 0) {
     // Splitting VMAs can fail for lack of memory: put every range back in the page table.
     g.hw_key = 0;
     tag_ranges(g, g.prot, 0);
     st.cache.release(k);
+    st.eager_mask.fetch_and(~(1u << k), std::memory_order_seq_cst);
     publish_rights(st, k, Rights::kNone);
-    bump_gen(st);
     return 0;
   }
+  publish_view(st, g);
   bump(stats().loads);
   region_update(g.stat_slot, k, g.prot, g.ceiling);
   return k;
@@ -181,6 +269,7 @@ void delete_group(EngineState &st, PageGroup *g) {
 // Adds fresh pages [p, p+len) (currently PROT_NONE on key 0) to g at the group's current state,
 // raising the ceiling to include prot. Returns 0 or -errno; on failure the pages are untouched.
 int adopt_pages(EngineState &st, PageGroup &g, void *p, size_t len, int prot) {
+  KeyLock kl(st, g.hw_key);  // the fast paths read the ceiling and the ranges
   int old_ceiling = g.ceiling;
   g.ceiling |= prot;
   if (g.hw_key && g.ceiling != old_ceiling) {
@@ -192,22 +281,40 @@ int adopt_pages(EngineState &st, PageGroup &g, void *p, size_t len, int prot) {
     }
   }
   int rc = g.hw_key ? key_mprotect(p, len, g.page_prot(), g.hw_key) : key_mprotect(p, len, g.prot, 0);
-  if (rc == 0 && !g.add_range(g_arena, reinterpret_cast<uintptr_t>(p), len)) rc = -ENOMEM;
+  if (rc == 0) {
+    if (g.hw_key) {
+      if (!g.add_range(g_arena, reinterpret_cast<uintptr_t>(p), len)) rc = -ENOMEM;
+      publish_view(st, g);  // the fast paths' range view
+    } else if (!g.add_range(g_arena, reinterpret_cast<uintptr_t>(p), len)) {
+      rc = -ENOMEM;
+    }
+  }
   if (rc) {
     g.ceiling = old_ceiling;
     if (g.hw_key) tag_ranges(g, g.page_prot(), g.hw_key);
     return rc;
   }
-  (void)st;
   return 0;
+}
+
+void demote_key(EngineState &st, int k) {
+  Section s(st);
+  Locked l;
+  KeyLock kl(st, k);
+  if (PageGroup *g = st.keys[k].group.load(std::memory_order_relaxed)) {
+    MPK_LOG(kInfo, "vkey %d: a thread could not be synchronized; group moves to the page table", g->vkey);
+    unload(st, *g);
+  }
 }
 
 // Gives g the process-wide permission prot (within its ceiling): by PKRU when resident, else
 // by the page table (loading the group into a key when the cache and the eviction rate allow).
-int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self) {
+// The caller's own PKRU follows on its way out (s.grant).
+int set_group_prot(EngineState &st, PageGroup &g_, int prot, Section &s) {
   PageGroup *g = &g_;
   int old = g->prot;
   if (int k = g->hw_key) {
+    KeyLock kl(st, k);
     bump_hot(Hot::cache_hits);
     bump_hot(Hot::mprotect_by_pkru);
     int old_page = g->page_prot();
@@ -219,18 +326,15 @@ int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self)
         return rc;
       }
     }
+    s.grant |= 1u << k;
     if (rights_of(old) != rights_of(prot)) {
       publish_rights(st, k, rights_of(prot));
-      bump_gen(st);
-      // A lazy grant signals nobody: no thread can hold more than the new rights, and the others
-      // catch up on their next access. Skipping the scan of the registry is the point.
-      bool lazy_grant = rights_of(prot) > rights_of(old) && st.lazy_grants &&
-                        !(st.eager_mask.load(std::memory_order_acquire) & (1u << k));
-      if (!lazy_grant && !sync_keys(st, 1u << k, self)) {
+      // A lazy grant signals nobody (sync_keys finds no holder with more than the new rights);
+      // the others catch up on their next access.
+      if (!sync_keys(st, 1u << k, s.rec)) {
         // A thread could not take the change: the page table enforces prot for everyone instead.
         MPK_LOG(kInfo, "vkey %d: a thread could not be synchronized; group moves to the page table", g->vkey);
         unload(st, *g);
-        bump_gen(st);
       }
     }
     return 0;
@@ -245,9 +349,12 @@ int set_group_prot(EngineState &st, PageGroup &g_, int prot, ThreadRecord *self)
       try_load = true;
     }
   }
-  if (try_load && load(st, *g, /*may_evict=*/true, self)) {
-    bump_hot(Hot::mprotect_by_pkru);
-    return 0;
+  if (try_load) {
+    if (int k = load(st, *g, /*may_evict=*/true, s.rec)) {
+      s.grant |= 1u << k;
+      bump_hot(Hot::mprotect_by_pkru);
+      return 0;
+    }
   }
   bump(stats().mprotect_by_page_table);
   if (int rc = tag_ranges(*g, prot, 0)) {

@@ -1,9 +1,10 @@
 // engine_internal.h - the machinery shared by the engine's operations (engine.cc) and the legacy
 // mprotect emulation (legacy.cc). Not part of any public interface.
 //
-// Rules: every mutation happens inside a Section (metadata writable, thread marked in the engine)
-// and under Locked (g_lock). After changing key_rights or domains call bump_gen() and then
-// sync_keys() (sync.h) for the keys that lost rights.
+// Rules: every slow-path mutation happens inside a Section (metadata writable, thread marked in the
+// engine) and under Locked (g_lock); a change of a key's rights, its resident group's permission or
+// its pins also holds that key's KeyLock. After changing rights call sync_keys() (sync.h) for the
+// key. The fast paths (fast_path.h) hold only a KeyLock.
 #pragma once
 
 #include <pthread.h>
@@ -21,13 +22,35 @@ inline EngineState *state() { return g_state.load(std::memory_order_acquire); }
 
 // The calling thread's record, registering it if it arrived some way we did not see.
 ThreadRecord *self_record(EngineState &st);
-// Leaves the engine: writes this thread's PKRU from the state (see engine_core.cc).
-void leave(EngineState &st, ThreadRecord *rec);
+// Leaves the engine: writes this thread's PKRU. Keys in `grant` (those of the operation the
+// thread performed) take exactly what the state gives it; every other key is only lowered where
+// the state gives less (revocations always apply, grants never spread to other keys).
+void leave(EngineState &st, ThreadRecord *rec, uint32_t grant);
+
+// The id a thread holds key locks with (its record's index + 1; minus its tid without a record).
+int lock_id(const ThreadRecord *rec);
+
+// One hardware key's lock (KeyState.lock): a spin lock, re-entrant for its holder; key 0 locks nothing.
+class KeyLock {
+ public:
+  KeyLock(EngineState &st, int k);
+  ~KeyLock();
+  KeyLock(const KeyLock &) = delete;
+  KeyLock &operator=(const KeyLock &) = delete;
+  // Non-blocking: false if another thread holds it (the caller takes the slow path).
+  static bool try_acquire(KeyState &ks, int tid);
+  static void release(KeyState &ks) { ks.lock.store(0, std::memory_order_release); }
+
+ private:
+  KeyState *ks_;
+  bool owned_;
+};
 
 // A critical section: metadata writable for this thread, the thread marked inside the engine.
 struct Section {
   EngineState &st;
   ThreadRecord *rec;
+  uint32_t grant = 0;  // keys whose rights this thread's operation changed for itself (leave)
   explicit Section(EngineState &s) : st(s) {
     wrpkru(inside_meta(rdpkru()));
     rec = self_record(st);
@@ -38,7 +61,7 @@ struct Section {
       std::atomic_signal_fence(std::memory_order_seq_cst);
     }
   }
-  ~Section() { leave(st, rec); }
+  ~Section() { leave(st, rec, grant); }
   Section(const Section &) = delete;
   Section &operator=(const Section &) = delete;
 };
@@ -50,20 +73,33 @@ struct Locked {
 
 inline bool valid_prot(int prot) { return (prot & ~kAllProt) == 0; }
 
+// Publishes r as key k's process-wide rights (caller holds k's KeyLock or g_lock while loading).
 void publish_rights(EngineState &st, int key, Rights r);
-void bump_gen(EngineState &st);
-// Applies prot with key to every range of g. Returns 0 or -errno (first failure).
+// The fast paths' view of g in its key's KeyState, and the lookup hints (caller holds g_lock and
+// the key's lock).
+void publish_view(EngineState &st, PageGroup &g);
+// Forgets the view of a key whose group left it (caller holds its lock).
+void clear_view(KeyState &ks);
+// Applies prot with key to every range of g but its page-level exceptions. Returns 0 or -errno
+// (first failure).
 int tag_ranges(const PageGroup &g, int prot, int key);
+// Folds g's page-level exceptions back into it: their pages take the group's key and page
+// permission again (its prot on key 0 when not resident). Returns 0 or -errno.
+int fold_excepts(EngineState &st, PageGroup &g);
 // Moves a resident group back to key 0 at exactly its process-wide prot. Returns 0 or -errno.
 // retag = false: the caller retags every page itself, at once, before anything else can use the
 // key (the key is only released here).
 int unload(EngineState &st, PageGroup &g, bool retag = true);
+// A fast path's revocation could not reach every thread: moves the group on key k (if it is still
+// there) to the page table, which enforces its permission for every thread. Takes g_lock.
+void demote_key(EngineState &st, int k);
 // Loads g into a hardware key; returns the key or 0 (none to be had, or a thread not synchronized).
 int load(EngineState &st, PageGroup &g, bool may_evict, ThreadRecord *self);
 PageGroup *new_group(EngineState &st, int vkey);
 void delete_group(EngineState &st, PageGroup *g);
 // Gives g the process-wide permission prot (caller checked it is within the ceiling). 0 or -errno.
-int set_group_prot(EngineState &st, PageGroup &g, int prot, ThreadRecord *self);
+// The calling thread's own PKRU takes the change when it leaves the Section (s.grant).
+int set_group_prot(EngineState &st, PageGroup &g, int prot, Section &s);
 // Adds fresh pages (PROT_NONE on key 0) to g at its current state. Returns 0 or -errno.
 int adopt_pages(EngineState &st, PageGroup &g, void *p, size_t len, int prot);
 

@@ -1,13 +1,18 @@
 // engine_state.h - the engine's global state and the rules for touching it.
 //
 // Everything mutable lives in EngineState inside the metadata arena (write-disabled by key outside
-// the engine's critical sections). Mutations happen under `lock` inside a Section. The sync signal
-// handler takes no lock: it reads only the atomics (key_rights, managed_mask, gen, thread records).
+// the engine's critical sections). Two kinds of lock:
+//   g_lock        the slow paths: loading, evicting, promoting, mapping, thread bookkeeping.
+//   KeyState.lock one hardware key: its process-wide rights, the resident group's permission, pins
+//                 and the fast-path view. The fast paths (fast_path.h) take only this one, and only
+//                 with try-lock; a slow path that changes a key's state takes g_lock, then it.
+// The sync signal handler takes no lock: it reads only atomics (KeyState.rights, thread records).
 #pragma once
 
 #include <pthread.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "cpu.h"
@@ -18,20 +23,45 @@
 
 namespace mpk {
 
+struct PageGroup;
+
+// One hardware key. Padded to its own cache lines: threads toggling different keys share none.
+struct alignas(64) KeyState {
+  std::atomic<int32_t> lock{0};     // 0 free, else the holder's tid
+  std::atomic<uint8_t> rights{0};   // process-wide Rights, for threads with no domain/isolation on it
+  std::atomic<uint8_t> referenced{0};  // used by a fast path since the last eviction choice
+  // The resident group, as the fast paths see it: written under g_lock and the key lock, read
+  // under the key lock (or without it as a hint, checked again under it).
+  std::atomic<PageGroup *> group{nullptr};
+  std::atomic<int> vkey{-1};
+  std::atomic<uintptr_t> start{0};  // the group's only range (len 0: several ranges)
+  std::atomic<size_t> len{0};
+  std::atomic<bool> fast{false};    // the fast paths may serve it (not isolated)
+  std::atomic<uint32_t> pins{0};    // open domains (mpk_begin); a pinned key is never evicted
+  // Which threads may hold more than kNone on this key (bit = ThreadRecord::index). A revocation
+  // signals among these only. Set by the thread that gains a right (or for it, when adopted);
+  // cleared when the key is released or the thread's record is freed.
+  std::atomic<uint64_t> holders[ThreadRegistry::kMaxThreads / 64] = {};
+};
+
+// Fast-path lookup: a range start or a vkey hashed to the key that (probably) holds it; the
+// KeyState is checked under its lock before use. A miss only means the slow path.
+constexpr int kHintSlots = 256;
+inline uint32_t hint_of_start(uintptr_t start) { return static_cast<uint32_t>((start >> 12) * 0x9E3779B1u) >> 24; }
+inline uint32_t hint_of_vkey(int vkey) { return (static_cast<uint32_t>(vkey) * 0x9E3779B1u) >> 24; }
+
 struct EngineState {
   explicit EngineState(MetaArena *a) : groups(a) {}
 
+  KeyState keys[kHwKeys];
   KeyCache cache;
   GroupTable groups;
   ThreadRegistry threads;
+  std::atomic<uint8_t> by_start[kHintSlots] = {};
+  std::atomic<uint8_t> by_vkey[kHintSlots] = {};
 
-  // Process-wide rights per hardware key, for threads without an open domain on it.
-  std::atomic<uint8_t> key_rights[kHwKeys] = {};
   // Keys the engine owns for groups (bit k), whether or not a group holds them now.
   std::atomic<uint32_t> managed_mask{0};
-  // Bumped after every change of key_rights or a thread's domains; threads leaving the engine
-  // recompute their PKRU until they see it unchanged.
-  std::atomic<uint64_t> gen{0};
 
   int evict_rate = 0;
   int evict_credit = 0;  // Bresenham accumulator: evict on exactly evict_rate% of misses
@@ -41,7 +71,7 @@ struct EngineState {
   int sync_signal = 0;
   bool membarrier_ok = false;
   // Grants reach other threads lazily: only revocations signal, and a thread that faults on a
-  // right it holds is repaired by the fault handler (lazy_grant() in sync.h). The shim's mode.
+  // right it may have is repaired by the fault handler (lazy_grant() in sync.h). The shim's mode.
   bool lazy_grants = false;
   // Keys whose grants are eager even with lazy_grants (isolated groups: a thread granted by another
   // thread's action must not meet EFAULT in its system calls).
@@ -68,13 +98,23 @@ extern thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec"
 // Inside one, the PKRU written now lasts only until the handler returns.
 extern thread_local int t_handler_depth __attribute__((tls_model("initial-exec")));
 
-// Records v as rec's shadow PKRU. Unless may_lower, a managed key's right in the shadow never
-// shrinks (the thread may resume a context that holds more).
-void note_shadow(const EngineState &st, ThreadRecord *rec, uint32_t v, bool may_lower);
+// The right the state gives rec on key k: its domain, else its isolation right, else the key's
+// process-wide right. rec may be null (a thread with neither).
+inline Rights want_of(const EngineState &st, const ThreadRecord *rec, int k) {
+  uint8_t d = rec ? rec->dom[k].load(std::memory_order_acquire) : 0;
+  if (!d && rec) d = rec->iso[k].load(std::memory_order_acquire);
+  return d ? static_cast<Rights>(d - 1) : static_cast<Rights>(st.keys[k].rights.load(std::memory_order_seq_cst));
+}
 
-// The PKRU a thread should hold on the engine's group keys, starting from `base` (other keys,
-// including the metadata key, keep base's bits). rec may be null (a thread with no domains).
-uint32_t compute_pkru(const EngineState &st, uint32_t base, const ThreadRecord *rec);
+// PKRU `base` with every key in `keys` set to what the state gives rec.
+uint32_t with_wanted(const EngineState &st, uint32_t base, const ThreadRecord *rec, uint32_t keys);
+// PKRU `base` with every managed key lowered to what the state gives rec (never raised).
+uint32_t lowered_to_state(const EngineState &st, uint32_t base, const ThreadRecord *rec);
+// Records that rec's PKRU now holds r on key k (its held[] byte and the key's holder set). A
+// thread records only its own rights, or its sync handler does; ordering: see note_held().
+void note_held(EngineState &st, ThreadRecord *rec, int k, Rights r);
+// note_held for every managed key, from a whole PKRU value (only raising unless may_lower).
+void note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower = true);
 
 // Meta-key bits for a thread outside the engine: write-disabled (the engine's data stays readable).
 inline uint32_t outside_meta(uint32_t pkru) {

@@ -83,14 +83,14 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
     delete_group(st, g);
     return nullptr;
   }
-  st.cache.pin(k);
+  KeyLock kl(st, k);
+  st.keys[k].pins.fetch_add(1, std::memory_order_relaxed);
   st.eager_mask.fetch_or(1u << k, std::memory_order_seq_cst);
   publish_rights(st, k, Rights::kNone);
   st.threads.for_each_live([&](ThreadRecord &r) {
     if (!r.name[0]) read_comm(r.tid.load(std::memory_order_relaxed), r.name);
     r.iso[k].store(right_for(*g, r), std::memory_order_release);
   });
-  bump_gen(st);
   sync_keys(st, 1u << k, self);
   g_isolated.fetch_add(1, std::memory_order_release);
   return g;
@@ -115,8 +115,8 @@ void isolation_rescan() {
     changed |= apply(*st, r);
   });
   if (changed) {
-    bump_gen(*st);
     sync_keys(*st, changed, s.rec);
+    s.grant |= changed;  // this thread's own right follows on its way out
   }
 }
 
@@ -151,9 +151,9 @@ bool isolation_learn_grant(int key, bool write, void *uctx) {
   uint8_t want = static_cast<uint8_t>((write ? Rights::kReadWrite : Rights::kRead)) + 1;
   wrpkru(inside_meta(rdpkru()));  // the record is in the metadata arena; sigreturn restores PKRU
   if (rec->iso[key].load(std::memory_order_relaxed) < want) rec->iso[key].store(want, std::memory_order_release);
-  uint32_t v = compute_pkru(*st, pkru, rec);
-  frame_pkru_write(uctx, v);
-  note_shadow(*st, rec, v, /*may_lower=*/false);
+  Rights r = want_of(*st, rec, key);
+  if (static_cast<uint8_t>(r) > rec->held[key].load(std::memory_order_relaxed)) note_held(*st, rec, key, r);
+  frame_pkru_write(uctx, pkru_with(pkru, key, r));
   return true;
 }
 
@@ -167,7 +167,7 @@ bool isolation_step_close(void *uctx) {
   uint32_t pkru;
   if (st && frame_pkru_read(uctx, &pkru)) {
     wrpkru(outside_meta(rdpkru()));
-    frame_pkru_write(uctx, compute_pkru(*st, pkru, t_self));
+    frame_pkru_write(uctx, with_wanted(*st, pkru, t_self, 1u << key));
   }
   return true;
 }

@@ -19,11 +19,11 @@ int KeyCache::find_free() const {
   return 0;
 }
 
-int KeyCache::pick_victim() const {
+int KeyCache::pick_victim(uint32_t exclude) const {
   int best = 0;
   for (int k = 1; k < kHwKeys; ++k) {
     const Slot &s = slots_[k];
-    if (!s.available || !s.owner || s.pins) continue;
+    if (!s.available || !s.owner || s.pins || (exclude >> k & 1u)) continue;
     if (!best || s.lru < slots_[best].lru) best = k;
   }
   return best;

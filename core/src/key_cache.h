@@ -21,7 +21,7 @@ class KeyCache {
   int available_count() const;
 
   int find_free() const;            // a free available slot, or 0
-  int pick_victim() const;          // LRU owned unpinned slot, or 0
+  int pick_victim(uint32_t exclude = 0) const;  // LRU owned unpinned slot not in exclude, or 0
   bool all_pinned() const;          // every owned slot pinned and none free
 
   void assign(int key, PageGroup *g, uint64_t tick);

@@ -8,6 +8,7 @@
 #include <new>
 
 #include "engine_internal.h"
+#include "fast_path.h"
 #include "isolation.h"
 #include "proc_maps.h"
 #include "raw_log.h"
@@ -23,6 +24,8 @@ namespace {
 
 constexpr int kMaxGroups = 4096;
 constexpr int kFirstVkey = 1 << 30;  // legacy groups never meet the mpk_* API's vkeys
+constexpr int kMaxDissolves = 3;     // then a range is left to the kernel for good
+constexpr uint32_t kCutsBeforeSplit = 4;  // sub-range calls before an untoggled group gives way
 
 struct LegacyState {
   LegacyHooks hooks;
@@ -127,6 +130,16 @@ bool kernel_takes_whole(uintptr_t start, size_t len, int prot) {
   return ok && want >= end;
 }
 
+// g is given back because a call covered or cut it: a range whose group keeps being given back
+// this way is promoted again at most kMaxDissolves times.
+void note_cut(LegacyState &ls, const PageGroup &g) {
+  if (g.nranges != 1) return;
+  bool fresh;
+  ToggleEntry &e = ls.tracker.touch(g.ranges[0].start, g.ranges[0].len, &fresh);
+  if (fresh) e.region = g.region;
+  if (++e.dissolves >= kMaxDissolves) e.never = true;
+}
+
 // The program's mprotect over a range that touches groups. Groups the range covers whole are
 // given back to the kernel by the call itself: one pkey_mprotect(key 0) over the whole range, so
 // the kernel splits and merges the VMAs exactly as the program's own mprotect would have (a later
@@ -153,6 +166,7 @@ int give_back_and_mprotect(EngineState &st, LegacyState &ls, uintptr_t start, si
         ++j;
         continue;
       }
+      note_cut(ls, *g);
       if (g->hw_key) unload(st, *g, /*retag=*/false);
       if (g->isolate) isolation_forget(*g);
       remove_at(ls, j);
@@ -169,11 +183,25 @@ int give_back_and_mprotect(EngineState &st, LegacyState &ls, uintptr_t start, si
   }
   if (any) {
     for (int j = 0; j < ls.ngroups;) {
-      if (ls.groups[j]->overlaps(start, rlen) && dissolve(st, ls, j)) continue;
+      PageGroup *g = ls.groups[j];
+      if (g->overlaps(start, rlen)) note_cut(ls, *g);
+      if (g->overlaps(start, rlen) && dissolve(st, ls, j)) continue;
       ++j;
     }
   }
   return sys::mprotect(addr, len, prot);
+}
+
+// The emulated group whose single range strictly contains [start, start+len), or -1.
+int find_containing(const LegacyState &ls, uintptr_t start, size_t len) {
+  if (!maybe_tracked(start, len)) return -1;
+  for (int i = 0; i < ls.ngroups; ++i) {
+    const PageGroup *g = ls.groups[i];
+    if (g->nranges != 1 || g->isolate) continue;
+    uintptr_t gs = g->ranges[0].start, ge = gs + g->ranges[0].len;
+    if (gs <= start && start + len <= ge && (gs != start || ge != start + len)) return i;
+  }
+  return -1;
 }
 
 int find_exact(const LegacyState &ls, uintptr_t start, size_t len) {
@@ -187,7 +215,7 @@ int find_exact(const LegacyState &ls, uintptr_t start, size_t len) {
 // The range [start, start+len) now has prot (the kernel said so) and was toggled often enough:
 // make it a group. It stays a group even without a key (the page table then serves it, and a later
 // call may load it); it is dropped, and never tried again, when its pages cannot take the ceiling.
-void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, ThreadRecord *self) {
+void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, Section &s) {
   if (ls.ngroups == kMaxGroups) return;
   PageGroup *g = new_group(st, ls.next_vkey++);
   if (!g) return;
@@ -203,7 +231,7 @@ void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, ThreadR
     return;
   }
   bool key_available = st.cache.find_free() || st.keys_taken < st.key_budget;
-  set_group_prot(st, *g, prot, self);
+  set_group_prot(st, *g, prot, s);
   if (!g->hw_key && key_available) {
     // The pages could not be tagged at the ceiling (a file opened read-only, a VMA that cannot be
     // split): leave the range to the kernel for good.
@@ -260,6 +288,7 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
   if (!ls || (prot & ~kAllProt) || !page_aligned(addr) || len == 0) return sys::mprotect(addr, len, prot);
   auto start = reinterpret_cast<uintptr_t>(addr);
   size_t rlen = page_round(len);
+  if (int rc; fast_legacy_mprotect(*st, start, rlen, prot, fits, &rc)) return rc;
   Section s(*st);
   Locked l;
   Held h;
@@ -270,13 +299,17 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
     if (g->isolate && g->hw_key) {
       // Isolated: the page table holds exactly prot (with the key); threads' rights stay theirs.
       bump(stats().legacy_passthrough);
+      KeyLock kl(*st, g->hw_key);
       int rc = key_mprotect(addr, len, prot, g->hw_key);
       if (rc == 0) g->ceiling = g->prot = prot;
       region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
       return rc;
     }
     if (fits(*g, prot)) {
-      int rc = set_group_prot(*st, *g, prot, s.rec);
+      int rc = set_group_prot(*st, *g, prot, s);
+      // The whole group has one permission again: its page-level exceptions rejoin it (after
+      // the rights changed, so no page is more open than the program asked for on the way).
+      if (rc == 0) rc = fold_excepts(*st, *g);
       ++g->toggles;
       region_toggled(g->stat_slot);
       region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
@@ -287,6 +320,30 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
     // More than the ceiling: the kernel decides; the tracker keeps counting with the wider union.
   }
   bump(stats().legacy_passthrough);
+  int j = find_containing(*ls, start, rlen);
+  if (j >= 0 && prot != PROT_EXEC) {
+    // Part of a group: a page-level exception. The sub-range goes to key 0 at exactly prot (the
+    // kernel's answer is the call's), the group keeps its key for the rest, and nothing is
+    // dissolved: a JIT that opens one page of its code area at a time does not thrash. Unless
+    // the sub-range is toggled more often than the group as a whole (a large reservation whose
+    // halves are the real code areas): then the group gives way and the sub-range is promoted.
+    PageGroup *g = ls->groups[j];
+    // Gives way: cut kCutsBeforeSplit times and never set whole since it became a group. The
+    // exceptions are not counted towards their own promotion: ranges are counted afresh once the
+    // group is gone, and the ones the program really toggles whole become the groups.
+    bool gives_way = g->toggles == 0 && g->cuts + 1 >= kCutsBeforeSplit;
+    if (!gives_way && g->nexcepts < PageGroup::kMaxExcepts) {
+      KeyLock kl(*st, g->hw_key);
+      int rc = key_mprotect(addr, len, prot, 0);
+      if (rc == 0) {
+        ++g->cuts;
+        g->add_except(start, rlen);
+        if (g->hw_key) publish_view(*st, *g);  // not fast while it has exceptions
+        bump(stats().exceptions);
+      }
+      return rc;
+    }
+  }
   int rc = give_back_and_mprotect(*st, *ls, start, rlen, addr, len, prot);
   if (rc != 0) return rc;
   bool fresh;
@@ -299,7 +356,7 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
   if (rule.action != RangeRule::kEmulate || prot == PROT_EXEC) e.never = true;
   ++e.count;
   e.prot_union |= prot;
-  if (!e.never && e.count >= static_cast<uint32_t>(rule.promote_after)) promote(*st, *ls, e, prot, s.rec);
+  if (!e.never && e.count >= static_cast<uint32_t>(rule.promote_after)) promote(*st, *ls, e, prot, s);
   return 0;
 }
 
@@ -354,6 +411,7 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
     return p;
   }
   ls->groups[ls->ngroups++] = g;
+  s.grant |= 1u << g->hw_key;  // this thread's own right on the region
   g->stat_slot = static_cast<int16_t>(region_claim(ls->hooks.region_name ? ls->hooks.region_name(region) : nullptr,
                                                    rule.audit ? "isolate-audit" : "isolate", pa, rlen));
   region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
@@ -401,26 +459,44 @@ int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey) {
   return sys::pkey_mprotect(addr, len, prot, pkey);
 }
 
-bool legacy_catch_up() {
+namespace {
+
+// Keys of resident groups that overlap [start, start+len) and on which the state gives this
+// thread more than its PKRU `cur` holds.
+uint32_t keys_behind(const EngineState &st, uintptr_t start, size_t len, uint32_t cur) {
+  uint32_t behind = 0;
+  for (uint32_t m = st.managed_mask.load(std::memory_order_acquire); m; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    const KeyState &ks = st.keys[k];
+    uintptr_t a = ks.start.load(std::memory_order_relaxed);
+    size_t n = ks.len.load(std::memory_order_relaxed);
+    if (!n || a >= start + len || start >= a + n) continue;
+    if (want_of(st, t_self, k) > pkru_rights(cur, k)) behind |= 1u << k;
+  }
+  return behind;
+}
+
+}  // namespace
+
+bool legacy_catch_up(const void *p, size_t len) {
   EngineState *st;
   LegacyState *ls = ready_state(&st);
   if (!ls || !g_managed_keys.load(std::memory_order_relaxed)) return false;
+  auto start = reinterpret_cast<uintptr_t>(p);
+  if (!len || !maybe_tracked(start, len)) return false;
   uint32_t cur = rdpkru();
   if (pkru_rights(cur, g_meta_key) == Rights::kNone) {
     // Never through the engine (started before it, or from a raw clone): the state cannot even
     // be read with this PKRU. Entering and leaving registers the thread and writes its PKRU.
     Section s(*st);
+    s.grant = keys_behind(*st, start, len, rdpkru());
     return true;
   }
-  uint32_t want = compute_pkru(*st, cur, t_self);
-  bool behind = false;
-  for (uint32_t m = st->managed_mask.load(std::memory_order_acquire); m && !behind; m &= m - 1) {
-    int k = __builtin_ctz(m);
-    behind = pkru_rights(want, k) > pkru_rights(cur, k);
-  }
+  uint32_t behind = keys_behind(*st, start, len, cur);
   if (!behind) return false;
   {
-    Section s(*st);  // leaving writes this thread's PKRU from the state
+    Section s(*st);  // leaving gives this thread the keys the buffer needs, and only those
+    s.grant = behind;
   }
   bump(stats().efault_repairs);
   return true;
@@ -432,13 +508,15 @@ bool legacy_repair_efault(const void *p, size_t len) {
   auto start = reinterpret_cast<uintptr_t>(p);
   if (!ls || !maybe_tracked(start & ~uintptr_t{4095}, len ? len : 1)) return false;
   uint32_t before = rdpkru();
+  uint32_t behind = keys_behind(*st, start, len ? len : 1, before);
+  if (!behind) return false;
   {
-    Section s(*st);  // leaving recomputes this thread's PKRU from the state
+    Section s(*st);
+    s.grant = behind;
   }
   uint32_t after = rdpkru();
-  uint32_t mask = st->managed_mask.load(std::memory_order_acquire);
-  for (; mask; mask &= mask - 1) {
-    int k = __builtin_ctz(mask);
+  for (uint32_t m = behind; m; m &= m - 1) {
+    int k = __builtin_ctz(m);
     if (pkru_rights(after, k) > pkru_rights(before, k)) {
       bump(stats().efault_repairs);
       return true;

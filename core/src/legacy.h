@@ -54,11 +54,11 @@ void legacy_note_program_key();
 // Is pkey one of the engine's own keys (groups or metadata)?
 bool legacy_owns_key(int pkey);
 
-// Before a system call that copies to or from program memory: brings this thread's PKRU up to
-// the rights the state gives it, if a grant has not reached it yet (a kernel copy stops at the
-// first page it may not touch: a short count, or EFAULT). Cheap when nothing is pending. True if
-// it changed the PKRU.
-bool legacy_catch_up();
+// Before a system call that copies to or from [p, p+len): brings this thread's PKRU up to the
+// rights the state gives it on the groups the buffer touches, if a grant has not reached it yet
+// (a kernel copy stops at the first page it may not touch: a short count, or EFAULT). Cheap when
+// nothing is pending. True if it changed the PKRU.
+bool legacy_catch_up(const void *p, size_t len);
 
 // True when [start, start+len) holds pages of a resident group this thread may access more than
 // its PKRU lets it now; then the thread's PKRU has been updated (the EFAULT repair of a system

@@ -34,6 +34,26 @@ bool PageGroup::add_range(MetaArena &arena, uintptr_t start, size_t len) {
   return true;
 }
 
+bool PageGroup::add_except(uintptr_t start, size_t len) {
+  uintptr_t s = start, e = start + len;
+  // Merge every exception that overlaps or touches [s, e), until none does.
+  for (bool merged = true; merged;) {
+    merged = false;
+    for (int i = 0; i < nexcepts; ++i) {
+      uintptr_t es = excepts[i].start, ee = es + excepts[i].len;
+      if (ee < s || es > e) continue;
+      if (es < s) s = es;
+      if (ee > e) e = ee;
+      excepts[i] = excepts[--nexcepts];
+      merged = true;
+      break;
+    }
+  }
+  if (nexcepts == kMaxExcepts) return false;
+  excepts[nexcepts++] = Range{s, e - s};
+  return true;
+}
+
 bool PageGroup::remove_span(MetaArena &arena, uintptr_t start, size_t len) {
   uintptr_t end = start + len;
   for (uint32_t i = 0; i < nranges;) {

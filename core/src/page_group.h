@@ -38,12 +38,20 @@ struct PageGroup {
   // Legacy mprotect emulation (legacy.h): the policy region of the range the group stands for.
   int16_t region = -1;     // policy region index, -1 for the defaults
   int16_t stat_slot = -1;  // its row in the stats page (stats_page.h), -1 if not listed
-  uint64_t toggles = 0;    // mprotect calls served for it
+  uint64_t toggles = 0;    // mprotect calls on the whole group served for it
+  uint32_t cuts = 0;       // mprotect calls on part of it (page-level exceptions)
   // Isolation (isolation.h): per-thread rights on a pinned key; audit logs instead of stopping.
   bool isolate = false;
   bool audit = false;
   // Grants signal every thread at once instead of waiting for its first access (sync.h).
   bool eager = false;
+  // Page-level exceptions (legacy.h): sub-ranges the program gave a permission of their own. Their
+  // pages sit on key 0 at exactly that permission; the rest of the group keeps its key. Page
+  // tagging (tag_ranges) leaves them alone; they are folded back into the group when the program
+  // sets the whole group's permission again.
+  static constexpr int kMaxExcepts = 8;
+  Range excepts[kMaxExcepts] = {};
+  uint8_t nexcepts = 0;
 
   // Page-table permission while resident: data rights up to the ceiling (PKRU narrows them per
   // thread); execute exactly as `prot` says (keys never restrict instruction fetch), or the
@@ -56,6 +64,12 @@ struct PageGroup {
   // Removes [start, start+len) from the group's ranges, splitting where needed.
   bool remove_span(MetaArena &arena, uintptr_t start, size_t len);
   bool overlaps(uintptr_t start, size_t len) const;
+  // Adds [start, start+len) to the exceptions, merged with those it overlaps or touches. False if
+  // the table is full (nothing changed).
+  bool add_except(uintptr_t start, size_t len);
+  // Calls f(start, len) for each piece of the group's ranges that is not an exception.
+  template <typename F>
+  void for_each_tagged(F &&f) const;
   bool contains(uintptr_t addr) const;
   size_t bytes() const;
 };
@@ -69,5 +83,31 @@ inline Rights rights_of(int prot) {
 
 // Does `prot` ask for no more than `ceiling` (PROT_WRITE counts as needing a writable ceiling)?
 inline bool within_ceiling(int prot, int ceiling) { return (prot & ~ceiling) == 0; }
+
+template <typename F>
+void PageGroup::for_each_tagged(F &&f) const {
+  for (uint32_t i = 0; i < nranges; ++i) {
+    uintptr_t at = ranges[i].start, end = at + ranges[i].len;
+    while (at < end) {
+      // The first exception that starts at or after `at` inside this range, or one covering it.
+      uintptr_t next = end, skip_to = at;
+      for (int e = 0; e < nexcepts; ++e) {
+        uintptr_t es = excepts[e].start, ee = es + excepts[e].len;
+        if (ee <= at || es >= end) continue;
+        if (es <= at) {
+          if (ee > skip_to) skip_to = ee;
+        } else if (es < next) {
+          next = es;
+        }
+      }
+      if (skip_to > at) {
+        at = skip_to;
+        continue;
+      }
+      f(at, next - at);
+      at = next;
+    }
+  }
+}
 
 }  // namespace mpk

@@ -16,6 +16,7 @@ constinit HotSlot g_boot_hot[kHotSlots];
 }  // namespace
 constinit std::atomic<HotSlot *> g_hot_at{g_boot_hot};
 thread_local int t_hot_slot __attribute__((tls_model("initial-exec"))) = -1;
+thread_local HotSlot *t_hot __attribute__((tls_model("initial-exec"))) = nullptr;
 
 int claim_hot_slot() {
   HotSlot *slots = g_hot_at.load(std::memory_order_acquire);
@@ -23,7 +24,10 @@ int claim_hot_slot() {
   for (int i = 1; i < kHotSlots; ++i) {
     int32_t expected = 0;
     if (slots[i].owner.load(std::memory_order_relaxed) != 0) continue;
-    if (slots[i].owner.compare_exchange_strong(expected, tid, std::memory_order_acq_rel)) return t_hot_slot = i;
+    if (slots[i].owner.compare_exchange_strong(expected, tid, std::memory_order_acq_rel)) {
+      t_hot = &slots[i];
+      return t_hot_slot = i;
+    }
   }
   return t_hot_slot = 0;  // the shared slot
 }
@@ -32,6 +36,7 @@ void release_hot_slot() {
   int s = t_hot_slot;
   if (s <= 0) return;
   t_hot_slot = -1;
+  t_hot = nullptr;
   HotSlot *slots = g_hot_at.load(std::memory_order_acquire);
   // Ordering: the values move to slot 0 before the slot is zeroed; a reader in between counts
   // them twice, never zero times.

@@ -29,7 +29,8 @@
   X(dissolves, "page groups given back to the page table")                        \
   X(lazy_grants, "faults repaired by a lazy grant")                               \
   X(efault_repairs, "system calls retried after an EFAULT repair")                \
-  X(violations, "protection faults that were the program's own")
+  X(violations, "protection faults that were the program's own")                 \
+  X(exceptions, "mprotect calls on part of a group served as a page-level exception")
 
 #define MPK_HOT_COUNTERS(X)                                                       \
   X(wrpkru, "PKRU writes made by the engine (either backend)")                    \
@@ -75,13 +76,20 @@ constexpr int kHotSlots = 1024;
 // Where the slots live: a static table, moved with the counters into the shared stats page.
 extern constinit std::atomic<HotSlot *> g_hot_at;
 extern thread_local int t_hot_slot __attribute__((tls_model("initial-exec")));  // -1: none yet
+// The calling thread's own slot (null until claimed, and for the shared slot 0). When the slots
+// move (stats_page.h) only the calling thread exists, and its pointer moves with them.
+extern thread_local HotSlot *t_hot __attribute__((tls_model("initial-exec")));
 int claim_hot_slot();
 // Folds the calling thread's slot into slot 0 and frees it (thread exit).
 void release_hot_slot();
 
 inline void bump_hot(Hot h, uint64_t n = 1) {
-  int s = t_hot_slot;
-  if (s < 0) s = claim_hot_slot();
+  if (HotSlot *own = t_hot) {
+    std::atomic<uint64_t> &c = own->c[static_cast<int>(h)];
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    return;
+  }
+  int s = t_hot_slot < 0 ? claim_hot_slot() : t_hot_slot;
   std::atomic<uint64_t> &c = g_hot_at.load(std::memory_order_relaxed)[s].c[static_cast<int>(h)];
   if (s == 0) {
     c.fetch_add(n, std::memory_order_relaxed);

@@ -51,6 +51,7 @@ bool stats_page_share() {
   std::memcpy(page->version, MPK_VERSION_STRING, sizeof MPK_VERSION_STRING < sizeof page->version ? sizeof MPK_VERSION_STRING : sizeof page->version - 1);
   g_stats_at.store(&page->counters, std::memory_order_release);
   g_hot_at.store(page->hot, std::memory_order_release);
+  if (t_hot_slot > 0) t_hot = &page->hot[t_hot_slot];
   g_page.store(page, std::memory_order_release);
   std::memcpy(g_shared_path, path, sizeof g_shared_path);
   return true;
@@ -71,6 +72,7 @@ void stats_page_after_fork() {
     child_page.pid = sys::getpid();
     g_stats_at.store(&child_page.counters, std::memory_order_release);
     g_hot_at.store(child_page.hot, std::memory_order_release);
+    if (t_hot_slot > 0) t_hot = &child_page.hot[t_hot_slot];
     g_page.store(&child_page, std::memory_order_release);
   }
 }
@@ -95,13 +97,18 @@ int region_claim(const char *name, const char *kind, uint64_t start, uint64_t le
 void region_update(int slot, int key, int prot, int ceiling) {
   if (slot < 0) return;
   RegionSlot &s = stats_page().regions[slot];
-  s.key.store(key, std::memory_order_relaxed);
-  s.prot.store(prot, std::memory_order_relaxed);
-  s.ceiling.store(ceiling, std::memory_order_relaxed);
+  constexpr auto rel = std::memory_order_relaxed;
+  // Only what changed is written: a toggled region's key and ceiling stay put.
+  if (s.key.load(rel) != key) s.key.store(key, rel);
+  if (s.prot.load(rel) != prot) s.prot.store(prot, rel);
+  if (s.ceiling.load(rel) != ceiling) s.ceiling.store(ceiling, rel);
 }
 
+// Bumped by the thread that toggles the region, under its key's lock: a plain load and store.
 void region_toggled(int slot) {
-  if (slot >= 0) stats_page().regions[slot].toggles.fetch_add(1, std::memory_order_relaxed);
+  if (slot < 0) return;
+  std::atomic<uint64_t> &t = stats_page().regions[slot].toggles;
+  t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 void region_release(int slot) {
@@ -126,13 +133,13 @@ int stats_page_json(const StatsPage &page, char *buf, int cap, RegionExtra extra
                     "\"mprotect_calls\":%lu,\"mprotect_emulated\":%lu,"
                     "\"mprotect_passthrough\":%lu,\"groups\":%d,\"resident_groups\":%d,\"hw_keys\":%d,"
                     "\"evictions\":%lu,\"lazy_grants\":%lu,\"revocation_signals\":%lu,\"efault_repairs\":%lu,"
-                    "\"violations\":%lu,\"promotions\":%lu,\"dissolves\":%lu,\"sync_fallbacks\":%lu,"
+                    "\"violations\":%lu,\"promotions\":%lu,\"dissolves\":%lu,\"exceptions\":%lu,\"sync_fallbacks\":%lu,"
                     "\"threads_registered\":%lu,\"regions\":[",
                     page.version[0] ? page.version : MPK_VERSION_STRING, page.pid ? page.pid : sys::getpid(), page.active.load() ? "true" : "false",
                     backend_name(static_cast<Backend>(page.backend.load())), hot(Hot::wrpkru), hot(Hot::legacy_calls),
                     hot(Hot::legacy_emulated), u(c.legacy_passthrough), groups, resident, page.hw_keys.load(),
                     u(c.evictions), u(c.lazy_grants), u(c.revocation_signals), u(c.efault_repairs),
-                    u(c.violations), u(c.promotions), u(c.dissolves), u(c.sync_fallbacks), u(c.threads_registered));
+                    u(c.violations), u(c.promotions), u(c.dissolves), u(c.exceptions), u(c.sync_fallbacks), u(c.threads_registered));
   int listed = 0;
   for (int i = 0; i < kRegionSlots && n < cap - 512; ++i) {
     const RegionSlot &s = page.regions[i];

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "engine_internal.h"
 #include "libc_real.h"
 #include "raw_log.h"
 #include "stats.h"
@@ -69,6 +70,7 @@ void sync_handler(int, siginfo_t *, void *uctx) {
     return;
   }
   if (st && rec) {
+    // Inside the engine's slow paths the thread applies `pending` itself on the way out (leave).
     if (rec->in_lib.load(std::memory_order_seq_cst) == 0) {
       uint32_t *slot = frame_pkru(uctx);
       if (!slot) {
@@ -76,11 +78,16 @@ void sync_handler(int, siginfo_t *, void *uctx) {
         errno = saved_errno;
         return;  // no ack: the engine falls back to the page table
       }
-      uint32_t v = compute_pkru(*st, *slot, rec);
+      uint32_t keys = rec->pending.exchange(0, std::memory_order_seq_cst);
+      uint32_t v = *slot;
+      for (uint32_t m = keys; m; m &= m - 1) {
+        int k = __builtin_ctz(m);
+        Rights r = want_of(*st, rec, k);
+        v = pkru_with(v, k, r);
+        rec->held[k].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
+      }
       *slot = v;
-      note_shadow(*st, rec, v, /*may_lower=*/true);
     }
-    // Inside the engine the thread recomputes its PKRU on the way out (engine.cc: leave()).
     rec->acks.fetch_add(1, std::memory_order_seq_cst);
   }
   errno = saved_errno;
@@ -116,15 +123,6 @@ bool blocks_signal(int tid, int sig) {
   return (mask >> (sig - 1)) & 1u;
 }
 
-// Does PKRU `have` give more access than `want` on any key in `keys`?
-bool holds_more(uint32_t have, uint32_t want, uint32_t keys) {
-  for (; keys; keys &= keys - 1) {
-    int k = __builtin_ctz(keys);
-    if (pkru_rights(have, k) > pkru_rights(want, k)) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 bool frame_pkru_read(void *uctx, uint32_t *out) {
@@ -142,69 +140,97 @@ bool lazy_grant(int key, void *uctx) {
   EngineState *st = g_state.load(std::memory_order_acquire);
   if (!st || key <= 0 || key >= kHwKeys || !(st->managed_mask.load(std::memory_order_acquire) & (1u << key)))
     return false;
-  // The handler runs with the default PKRU: open the metadata key to read the state; sigreturn
-  // restores the frame's PKRU, so this does not outlive the handler.
+  // The handler runs with the default PKRU: open the metadata key to read and note the state;
+  // sigreturn restores the frame's PKRU, so this does not outlive the handler.
   uint32_t entry = rdpkru();
   wrpkru(inside_meta(entry));
-  ThreadRecord *rec = t_self;
-  if (!rec) {
-    rec = st->threads.find(sys::gettid());
-    t_self = rec;
-  }
+  ThreadRecord *rec = t_self ? t_self : (t_self = register_unknown(*st));
   bool granted = false;
-  if (uint32_t *slot = frame_pkru(uctx)) {
-    uint32_t want = compute_pkru(*st, *slot, rec);
-    if (pkru_rights(want, key) > pkru_rights(*slot, key)) {
-      *slot = want;
-      // The frame is the context this thread resumes only outside program handlers.
-      if (rec && rec->in_lib.load(std::memory_order_relaxed) == 0) note_shadow(*st, rec, want, t_handler_depth == 0);
-      bump(stats().lazy_grants);
-      granted = true;
+  uint32_t *slot = frame_pkru(uctx);
+  if (rec && slot) {
+    Rights have = pkru_rights(*slot, key);
+    if (want_of(*st, rec, key) > have) {
+      // Only this key (a thread holds what it uses, nothing more). Noted before it is granted,
+      // and the state read again after: a concurrent revoker either sees this thread among the
+      // key's holders or has already lowered what it reads here (note_held).
+      note_held(*st, rec, key, want_of(*st, rec, key));
+      Rights r = want_of(*st, rec, key);
+      *slot = pkru_with(*slot, key, r);
+      rec->held[key].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
+      granted = r > have;
+      if (granted) bump(stats().lazy_grants);
     }
   }
   wrpkru(entry);
   return granted;
 }
 
-void adopt_thread_rights() {
+void adopt_thread_rights(void *uctx) {
   EngineState *st = g_state.load(std::memory_order_acquire);
   if (!st) return;
-  uint32_t entry = rdpkru();
-  wrpkru(inside_meta(entry));
-  ThreadRecord *rec = t_self;
-  if (!rec) rec = st->threads.find(sys::gettid());
-  uint32_t v = outside_meta(compute_pkru(*st, entry, rec));
-  // A handler's PKRU lasts until it returns; the interrupted context keeps its own. The shadow
-  // may only grow here (a revoker skips threads whose shadow holds no more than the new rights).
-  if (rec && rec->in_lib.load(std::memory_order_relaxed) == 0) note_shadow(*st, rec, v, /*may_lower=*/false);
-  wrpkru(v);
+  // A program handler runs with the rights its interrupted context holds on the engine's keys
+  // (the frame's PKRU), no more: it becomes a holder of nothing new. Other keys keep the
+  // handler's defaults, as without the engine.
+  uint32_t entry = rdpkru(), frame;
+  if (!frame_pkru_read(uctx, &frame)) return;
+  uint32_t v = entry;
+  // The handler's PKRU closes the metadata key: only what lives outside the arena is read here.
+  for (uint32_t m = g_managed_keys.load(std::memory_order_acquire); m; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    v = pkru_with(v, k, pkru_rights(frame, k));
+  }
+  wrpkru(outside_meta(v));
 }
 
 thread_local int t_handler_depth __attribute__((tls_model("initial-exec"))) = 0;
 
-void note_shadow(const EngineState &st, ThreadRecord *rec, uint32_t v, bool may_lower) {
-  if (!may_lower && rec->shadow_known.load(std::memory_order_acquire)) {
-    uint32_t old = rec->shadow.load(std::memory_order_relaxed);
-    for (uint32_t m = st.managed_mask.load(std::memory_order_acquire); m; m &= m - 1) {
-      int k = __builtin_ctz(m);
-      if (pkru_rights(old, k) > pkru_rights(v, k)) v = pkru_with(v, k, pkru_rights(old, k));
-    }
-  }
-  rec->shadow.store(v, std::memory_order_release);
-  rec->shadow_known.store(true, std::memory_order_release);
-}
-
-uint32_t compute_pkru(const EngineState &st, uint32_t base, const ThreadRecord *rec) {
-  uint32_t mask = st.managed_mask.load(std::memory_order_acquire);
-  while (mask) {
-    int k = __builtin_ctz(mask);
-    mask &= mask - 1;
-    uint8_t d = rec ? rec->dom[k].load(std::memory_order_acquire) : 0;
-    if (!d && rec) d = rec->iso[k].load(std::memory_order_acquire);
-    auto r = d ? static_cast<Rights>(d - 1) : static_cast<Rights>(st.key_rights[k].load(std::memory_order_acquire));
-    base = pkru_with(base, k, r);
+uint32_t with_wanted(const EngineState &st, uint32_t base, const ThreadRecord *rec, uint32_t keys) {
+  for (uint32_t m = keys; m; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    base = pkru_with(base, k, want_of(st, rec, k));
   }
   return base;
+}
+
+uint32_t lowered_to_state(const EngineState &st, uint32_t base, const ThreadRecord *rec) {
+  for (uint32_t m = st.managed_mask.load(std::memory_order_acquire); m; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    Rights w = want_of(st, rec, k);
+    if (pkru_rights(base, k) > w) base = pkru_with(base, k, w);
+  }
+  return base;
+}
+
+// Ordering: a thread that gains a right stores held[k] and its holder bit (seq_cst) before it
+// reads the state again and writes its PKRU; a revoker stores the key's new rights (seq_cst)
+// before it reads the holders and their held[]. So either the revoker sees this thread as a
+// holder, or this thread reads the lowered right. Lowering needs no such care: a held[] that is
+// briefly above the register only costs a signal.
+void note_held(EngineState &st, ThreadRecord *rec, int k, Rights r) {
+  rec->held[k].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
+  if (r == Rights::kNone) return;
+  std::atomic<uint64_t> &w = st.keys[k].holders[rec->index / 64];
+  uint64_t bit = uint64_t{1} << (rec->index % 64);
+  if (!(w.load(std::memory_order_seq_cst) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
+}
+
+void note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower) {
+  for (uint32_t m = st.managed_mask.load(std::memory_order_acquire); m; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    auto r = static_cast<uint8_t>(pkru_rights(pkru, k));
+    uint8_t have = rec->held[k].load(std::memory_order_relaxed);
+    if (r > have || (may_lower && r < have)) note_held(st, rec, k, static_cast<Rights>(r));
+  }
+}
+
+ThreadRecord *register_unknown(EngineState &st) {
+  ThreadRecord *r = st.threads.add(sys::gettid());
+  if (!r) return nullptr;
+  // What this thread's PKRU holds is unknown (it was created with its creator's, or before the
+  // engine started): it counts as holding everything until its first sync or engine exit.
+  for (int k = 1; k < kHwKeys; ++k) note_held(st, r, k, Rights::kReadWrite);
+  bump(stats().threads_registered);
+  return r;
 }
 
 int sync_install(EngineState &st) {
@@ -243,17 +269,34 @@ void sync_after_fork(EngineState &st) {
 }
 
 void reap_thread(EngineState &st, ThreadRecord *r) {
-  for (int k = 1; k < kHwKeys; ++k)
-    if (r->dom[k].load(std::memory_order_relaxed)) st.cache.unpin(k);
+  for (int k = 1; k < kHwKeys; ++k) {
+    if (r->dom[k].load(std::memory_order_relaxed)) {
+      KeyLock kl(st, k);
+      if (st.keys[k].pins.load(std::memory_order_relaxed)) st.keys[k].pins.fetch_sub(1, std::memory_order_relaxed);
+    }
+    st.keys[k].holders[r->index / 64].fetch_and(~(uint64_t{1} << (r->index % 64)), std::memory_order_seq_cst);
+  }
   st.threads.remove(r);
 }
 
-bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self) {
-  uint32_t bits = 0;
-  for (uint32_t m = keys; m; m &= m - 1) bits |= pkru_mask(__builtin_ctz(m));
-  if (!bits) return true;
-  bump(stats().sync_rounds);
-  const int pid = sys::getpid();
+bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap) {
+  if (!keys) return true;
+  // Eager keys must reach every thread (grants too); lazy ones only threads that hold more.
+  const uint32_t eager = st.lazy_grants ? keys & st.eager_mask.load(std::memory_order_acquire) : keys;
+
+  // Who to look at: the union of the keys' holder sets, and every live thread for eager keys.
+  const int kWords = st.threads.words();
+  uint64_t cand[ThreadRegistry::kMaxThreads / 64];
+  const std::atomic<uint64_t> *live = st.threads.live_set();
+  uint64_t others = 0;
+  const uint64_t self_bit = self ? uint64_t{1} << (self->index % 64) : 0;
+  for (int w = 0; w < kWords; ++w) {
+    uint64_t b = eager ? live[w].load(std::memory_order_seq_cst) : 0;
+    for (uint32_t m = keys & ~eager; m; m &= m - 1) b |= st.keys[__builtin_ctz(m)].holders[w].load(std::memory_order_seq_cst);
+    cand[w] = b;
+    others |= self && w == self->index / 64 ? b & ~self_bit : b;
+  }
+  if (!others) return true;  // nobody but the caller: the common case of a single-threaded toggle
 
   struct Target {
     ThreadRecord *rec;
@@ -264,50 +307,61 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self) {
   constexpr int kBatch = 256;
   Target targets[kBatch];
   bool ok = true;
-  int hi = 0;  // records scanned so far; the registry is walked in batches of kBatch targets
+  int pid = 0;
+  int next_word = 0;  // the candidates are taken in batches of kBatch targets
 
-  // The state was updated and gen bumped before this scan (seq_cst): a thread we skip because it
-  // is inside the engine will see the new gen on its way out and recompute (engine.cc: leave()).
+  // The state was updated before this scan (seq_cst): a thread skipped because it is inside the
+  // engine finds its pending keys on its way out (engine_core.cc: leave).
   for (bool more = true; more;) {
     int n = 0;
     more = false;
-    int idx = 0;
-    st.threads.for_each_live([&](ThreadRecord &r) {
-      if (idx++ < hi || more) return;
-      if (n == kBatch) {
-        more = true;
-        return;
-      }
-      ++hi;
-      if (&r == self || r.in_lib.load(std::memory_order_seq_cst) != 0) return;
-      if (r.shadow_known.load(std::memory_order_acquire)) {
-        uint32_t sh = r.shadow.load(std::memory_order_acquire);
-        uint32_t want = compute_pkru(st, sh, &r);
-        if ((want & bits) == (sh & bits)) return;
-        // Lazy grants: a thread that holds no more than it should is left alone; its next access
-        // faults and lazy_grant() repairs it.
-        if (st.lazy_grants && !(keys & st.eager_mask.load(std::memory_order_acquire)) && !holds_more(sh, want, keys))
-          return;
-      }
-      int tid = r.tid.load(std::memory_order_acquire);
-      uint64_t sent = r.sent.load(std::memory_order_relaxed);
-      if (sent <= r.acks.load(std::memory_order_acquire)) {
-        // One signal in flight at most: real-time signals queue, and a thread that blocks the
-        // signal must not collect thousands.
-        int rc = sys::tgkill(pid, tid, st.sync_signal);
-        if (rc == -ESRCH) {
-          reap_thread(st, &r);
-          return;
+    for (; next_word < kWords && !more; ++next_word) {
+      for (uint64_t &b = cand[next_word]; b;) {
+        if (n == kBatch) {
+          more = true;
+          break;
         }
-        if (rc != 0) {
-          ok = false;
-          return;
+        ThreadRecord &r = *st.threads.at(next_word * 64 + __builtin_ctzll(b));
+        b &= b - 1;
+        if (&r == self || r.tid.load(std::memory_order_acquire) <= 0) continue;
+        uint32_t need = 0;
+        for (uint32_t m = keys; m; m &= m - 1) {
+          int k = __builtin_ctz(m);
+          auto held = static_cast<Rights>(r.held[k].load(std::memory_order_seq_cst));
+          Rights want = want_of(st, &r, k);
+          // Lazy grants: a thread that holds no more than it should is left alone; its next
+          // access faults and lazy_grant() repairs it.
+          if ((eager & (1u << k)) ? held != want : held > want) need |= 1u << k;
         }
-        r.sent.store(++sent, std::memory_order_relaxed);
-        bump(stats().revocation_signals);
+        if (!need) continue;
+        if (!pid) {
+          pid = sys::getpid();
+          bump(stats().sync_rounds);
+        }
+        r.pending.fetch_or(need, std::memory_order_seq_cst);
+        if (r.in_lib.load(std::memory_order_seq_cst) != 0) continue;
+        int tid = r.tid.load(std::memory_order_acquire);
+        uint64_t sent = r.sent.load(std::memory_order_relaxed);
+        if (sent <= r.acks.load(std::memory_order_acquire)) {
+          // One signal in flight at most: real-time signals queue, and a thread that blocks the
+          // signal must not collect thousands. (sent is written by revokers only, one at a time
+          // per target in practice; a lost increment only sends one more signal.)
+          int rc = sys::tgkill(pid, tid, st.sync_signal);
+          if (rc == -ESRCH) {
+            if (may_reap) reap_thread(st, &r);
+            continue;
+          }
+          if (rc != 0) {
+            ok = false;
+            continue;
+          }
+          r.sent.store(++sent, std::memory_order_relaxed);
+          bump(stats().revocation_signals);
+        }
+        targets[n++] = Target{&r, tid, sent, 0};
       }
-      targets[n++] = Target{&r, tid, sent, 0};
-    });
+      if (more) break;
+    }
     if (!n) continue;
     if (st.membarrier_ok) sys::membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
 
@@ -338,7 +392,7 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self) {
           Target &t = targets[i];
           if (!t.rec) continue;
           if (sys::tgkill(pid, t.tid, 0) == -ESRCH) {
-            if (t.rec->tid.load() == t.tid) reap_thread(st, t.rec);
+            if (may_reap && t.rec->tid.load() == t.tid) reap_thread(st, t.rec);
             t.rec = nullptr;
           } else if (!blocks_signal(t.tid, st.sync_signal)) {
             t.blocked_since = 0;

@@ -30,22 +30,30 @@ void sync_mask_handler(struct sigaction *act);
 int sync_signal_number();
 // Re-registers what a fork child needs.
 void sync_after_fork(EngineState &st);
-// Caller holds g_lock and has already updated the state and bumped st.gen. `keys` is a bit mask
-// of hardware keys. Returns true when every other live thread now holds the rights the state says.
-bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self);
+// The caller has already updated the state (KeyState.rights, domains, isolation rights) and holds
+// the lock of every key in `keys` (a bit mask of hardware keys), or g_lock where the key is being
+// loaded or released. Signals the threads whose PKRU must change: on a lazy key those among its
+// holders that hold more than the state gives them; on an eager key every live thread that holds
+// anything else. Returns true when every one of them took the change. may_reap: the caller holds
+// g_lock, so records of threads found dead are freed here.
+bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap = true);
 // The PKRU saved in a signal frame (restored by sigreturn). False / no-op without an XSAVE image.
 bool frame_pkru_read(void *uctx, uint32_t *out);
 void frame_pkru_write(void *uctx, uint32_t v);
 // Fault handler helper (lazy grants): a protection fault on hardware key `key` in the thread whose
-// signal frame is `uctx`. If the state gives this thread more access on the key than the PKRU saved
-// in the frame, rewrites the frame's PKRU (the access is retried on sigreturn) and returns true.
-// False: the fault is the program's own. Async-signal-safe.
+// signal frame is `uctx`. If the state gives this thread more access on that key than the PKRU
+// saved in the frame, raises that key alone in the frame (the access is retried on sigreturn) and
+// returns true. False: the fault is the program's own. Async-signal-safe.
 bool lazy_grant(int key, void *uctx);
 // For a program's signal handler (which starts with the default PKRU): gives the calling thread the
-// rights the state says it holds on the engine's keys; other keys keep the handler's defaults, as
-// without the engine. Async-signal-safe.
-void adopt_thread_rights();
-// Drops a thread's domain pins and frees its record (thread gone). Caller holds g_lock.
+// rights its interrupted context holds on the engine's keys (the frame's PKRU); other keys keep the
+// handler's defaults, as without the engine. Async-signal-safe.
+void adopt_thread_rights(void *uctx);
+// Registers the calling thread, whose PKRU the engine never set: it counts as a holder of every
+// key until it next leaves the engine or takes a sync. Lock-free; nullptr if the table is full.
+ThreadRecord *register_unknown(EngineState &st);
+// Drops a thread's domain pins and holder bits and frees its record (thread gone). Caller holds
+// g_lock.
 void reap_thread(EngineState &st, ThreadRecord *r);
 
 }  // namespace mpk

@@ -13,7 +13,10 @@ bool ThreadRegistry::init(MetaArena &arena) {
   void *mem = arena.alloc(sizeof(ThreadRecord) * kMaxThreads);
   if (!mem) return false;
   records_ = static_cast<ThreadRecord *>(mem);
-  for (int i = 0; i < kMaxThreads; ++i) new (&records_[i]) ThreadRecord();
+  for (int i = 0; i < kMaxThreads; ++i) {
+    new (&records_[i]) ThreadRecord();
+    records_[i].index = i;
+  }
   high_water_.store(0, std::memory_order_release);
   return true;
 }
@@ -36,14 +39,16 @@ ThreadRecord *ThreadRegistry::add(int tid) {
     int hi = high_water_.load(std::memory_order_relaxed);
     while (hi < i + 1 && !high_water_.compare_exchange_weak(hi, i + 1, std::memory_order_seq_cst)) {
     }
+    live_[i / 64].fetch_or(uint64_t{1} << (i % 64), std::memory_order_seq_cst);
     return &r;
   }
   return nullptr;
 }
 
 void ThreadRegistry::remove(ThreadRecord *r) {
-  r->shadow.store(0, std::memory_order_relaxed);
-  r->shadow_known.store(false, std::memory_order_relaxed);
+  live_[r->index / 64].fetch_and(~(uint64_t{1} << (r->index % 64)), std::memory_order_seq_cst);
+  for (auto &h : r->held) h.store(0, std::memory_order_relaxed);
+  r->pending.store(0, std::memory_order_relaxed);
   r->in_lib.store(0, std::memory_order_relaxed);
   r->sent.store(0, std::memory_order_relaxed);
   r->acks.store(0, std::memory_order_relaxed);
@@ -55,33 +60,25 @@ void ThreadRegistry::remove(ThreadRecord *r) {
   r->tid.store(0, std::memory_order_release);
 }
 
-int ThreadRegistry::adopt_all_tasks() {
-  int fd = sys::open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return fd;
-  alignas(8) char buf[4096];
-  int added = 0;
-  for (;;) {
-    long n = sys::getdents64(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    for (long off = 0; off < n;) {
-      struct Dirent {
-        uint64_t ino;
-        int64_t off;
-        unsigned short reclen;
-        unsigned char type;
-        char name[1];
-      };
-      auto *d = reinterpret_cast<Dirent *>(buf + off);
-      off += d->reclen;
-      int tid = 0;
-      const char *p = d->name;
-      if (*p < '0' || *p > '9') continue;
-      for (; *p >= '0' && *p <= '9'; ++p) tid = tid * 10 + (*p - '0');
-      if (!find(tid) && add(tid)) ++added;
-    }
-  }
-  sys::close(fd);
-  return added;
+int open_task_dir() { return sys::open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }
+long read_dir(int fd, char *buf, size_t n) { return sys::getdents64(fd, buf, n); }
+void close_dir(int fd) { sys::close(fd); }
+
+int dirent_tid(const char *buf, long *off) {
+  struct Dirent {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[1];
+  };
+  auto *d = reinterpret_cast<const Dirent *>(buf + *off);
+  *off += d->reclen;
+  int tid = 0;
+  const char *p = d->name;
+  if (*p < '0' || *p > '9') return 0;
+  for (; *p >= '0' && *p <= '9'; ++p) tid = tid * 10 + (*p - '0');
+  return tid;
 }
 
 }  // namespace mpk

@@ -1,18 +1,22 @@
-// thread_registry.h - every thread of the process the engine knows, with its shadow PKRU.
+// thread_registry.h - every thread of the process the engine knows, with what its PKRU holds.
 //
 // Records live in the metadata arena in a fixed array; claiming and releasing a record is
 // lock-free (the sync signal handler reads records without the engine lock). A record holds:
 //   tid      0 when free
-//   shadow   what the thread's PKRU should hold for the engine's keys, as last written by the
-//            thread itself or by its sync handler; only valid once `shadow_known`
+//   index    its place in the array: its bit in the live set and in each key's holder set
+//   held[k]  the Rights this thread's PKRU holds on hardware key k, as last written by the thread
+//            itself or by its sync handler (never less than the register: a revoker trusts it)
+//   pending  keys a revoker changed for this thread that its PKRU has not taken yet: the sync
+//            handler, or the thread on its way out of the engine, applies them
 //   dom[k]   the thread's open domain on hardware key k: 0 none, else Rights + 1 (mpk_begin)
-//   in_lib   non-zero while the thread is inside the engine; a sync signal then only acks, and
-//            the thread recomputes its PKRU on the way out (engine.h: the exit protocol)
+//   in_lib   non-zero while the thread is inside the engine's slow paths; a sync signal then only
+//            acks, and the thread applies `pending` on the way out (engine_core.cc: leave)
 //   sent/acks  sync signals sent to it and handled by it: sent > acks means one is in flight
 //   iso[k]   the thread's right on an isolated group's key k (isolation.h), name, start_routine
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "cpu.h"
@@ -21,10 +25,19 @@ namespace mpk {
 
 class MetaArena;
 
-struct ThreadRecord {
+// /proc/self/task reading for adopt_all_tasks (raw system calls).
+int open_task_dir();
+long read_dir(int fd, char *buf, size_t n);
+// The tid of the directory entry at *off (0 for "." and ".."), advancing *off past it.
+int dirent_tid(const char *buf, long *off);
+void close_dir(int fd);
+
+// Aligned to cache lines: each thread writes its own record on its fast paths.
+struct alignas(64) ThreadRecord {
   std::atomic<int> tid{0};
-  std::atomic<uint32_t> shadow{0};
-  std::atomic<bool> shadow_known{false};
+  int index = 0;
+  std::atomic<uint8_t> held[kHwKeys] = {};
+  std::atomic<uint32_t> pending{0};
   std::atomic<uint32_t> in_lib{0};
   std::atomic<uint64_t> sent{0};
   std::atomic<uint64_t> acks{0};
@@ -47,8 +60,20 @@ class ThreadRegistry {
   ThreadRecord *find(int tid) const;
   // Resets the record and frees it. The caller has already dropped the record's domain pins.
   void remove(ThreadRecord *r);
-  // Adds every thread listed in /proc/self/task that has no record. Returns how many, or -errno.
-  int adopt_all_tasks();
+  // Adds every thread listed in /proc/self/task that has no record, calling f on each new record.
+  // Returns how many, or -errno.
+  template <typename F>
+  int adopt_all_tasks(F &&f) {
+    int added = 0;
+    int rc = list_tasks([&](int tid) {
+      if (find(tid)) return;
+      if (ThreadRecord *r = add(tid)) {
+        f(*r);
+        ++added;
+      }
+    });
+    return rc < 0 ? rc : added;
+  }
 
   template <typename F>
   void for_each_live(F &&f) const {
@@ -56,10 +81,46 @@ class ThreadRegistry {
     for (int i = 0; i < hi; ++i)
       if (records_[i].tid.load(std::memory_order_acquire) > 0) f(records_[i]);
   }
+  // Calls f for each live record whose bit is set in `set` (a bitmap of record indices).
+  template <typename F>
+  void for_each_in(const std::atomic<uint64_t> *set, F &&f) const {
+    int words = (high_water_.load(std::memory_order_acquire) + 63) / 64;
+    for (int w = 0; w < words; ++w) {
+      for (uint64_t b = set[w].load(std::memory_order_seq_cst); b; b &= b - 1) {
+        ThreadRecord &r = records_[w * 64 + __builtin_ctzll(b)];
+        if (r.tid.load(std::memory_order_acquire) > 0) f(r);
+      }
+    }
+  }
+  const std::atomic<uint64_t> *live_set() const { return live_; }
+  // Words of a record bitmap in use (records below the high-water mark).
+  int words() const { return (high_water_.load(std::memory_order_acquire) + 63) / 64; }
+  ThreadRecord *at(int index) const { return &records_[index]; }
 
  private:
+  // Calls f(tid) for each entry of /proc/self/task. Returns 0 or -errno.
+  template <typename F>
+  static int list_tasks(F &&f);
   ThreadRecord *records_ = nullptr;
   std::atomic<int> high_water_{0};
+  std::atomic<uint64_t> live_[kMaxThreads / 64] = {};
 };
+
+template <typename F>
+int ThreadRegistry::list_tasks(F &&f) {
+  int fd = open_task_dir();
+  if (fd < 0) return fd;
+  alignas(8) char buf[4096];
+  for (;;) {
+    long n = read_dir(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    for (long off = 0; off < n;) {
+      int tid = dirent_tid(buf, &off);
+      if (tid > 0) f(tid);
+    }
+  }
+  close_dir(fd);
+  return 0;
+}
 
 }  // namespace mpk

@@ -19,6 +19,7 @@ struct ToggleEntry {
   int prot_union = 0;    // every prot it was given (the ceiling a group would need)
   int16_t region = -1;   // policy region matched when first seen (-1: defaults)
   bool never = false;    // a promotion failed for a reason that will not change (e.g. EACCES)
+  uint8_t dissolves = 0; // its group was cut apart by a call on part of it (legacy.cc)
   uint64_t last = 0;
 };
 

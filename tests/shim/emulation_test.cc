@@ -53,19 +53,31 @@ TEST_F(Emulation, ErrorsAreTheKernels) {
   EXPECT_TRUE(Has(m.base(), RW));
 }
 
-TEST_F(Emulation, PartOfAGroupGoesBackToThePageTable) {
+TEST_F(Emulation, PartOfAGroupIsAPageLevelExceptionUntilTheWholeIsSetAgain) {
   Mapping m(4);
   shimt::Toggle(m, 3);
   ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
-  // The second page alone: the group cannot express it, so the kernel takes over, exactly.
+  int key = shimt::emulating() ? mpkt::pkey_of(m.base()) : 0;
+  uint64_t exceptions = shimt::counter(&mpk::Stats::exceptions);
+  // The second page alone: it leaves the group's key for exactly RW; the group keeps the rest.
   ASSERT_EQ(mprotect(m.base() + 4096, 4096, RW), 0);
   EXPECT_TRUE(Has(m.base(), PROT_READ));
   EXPECT_TRUE(Has(m.base() + 4096, RW));
   EXPECT_TRUE(Has(m.base() + 2 * 4096, PROT_READ));
   if (shimt::emulating()) {
-    EXPECT_EQ(mpkt::pkey_of(m.base()), 0);
+    EXPECT_NE(key, 0);
+    EXPECT_EQ(mpkt::pkey_of(m.base()), key);
     EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), 0);
+    EXPECT_EQ(mpkt::pkey_of(m.base() + 2 * 4096), key);
+    EXPECT_EQ(shimt::counter(&mpk::Stats::exceptions) - exceptions, 1u);
   }
+  // The whole range again: the page rejoins the group, at the group's permission.
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  EXPECT_TRUE(Has(m.base() + 4096, PROT_READ));
+  if (shimt::emulating()) EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), key);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), RW), 0);
+  EXPECT_TRUE(Has(m.base() + 4096, RW));
+  EXPECT_TRUE(Has(m.base() + 3 * 4096, RW));
 }
 
 TEST_F(Emulation, MunmapAndMapFixedDropTheGroup) {

@@ -1,0 +1,230 @@
+#include "fast_path.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+
+#include "engine_internal.h"
+#include "page_group.h"
+#include "stats.h"
+#include "stats_page.h"
+#include "sync.h"
+
+namespace mpk {
+
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+// What a fast operation decided, under its key's lock.
+struct Change {
+  bool ok = false;            // false: decline (the slow path serves the call)
+  int rc = 0;                 // the call's result when ok
+  bool set_own = false;       // the caller's right on the key changes to `own`
+  Rights own = Rights::kNone;
+  bool revoked = false;       // other threads must be synced (a revocation, or an eager grant)
+};
+
+// A sync handler ran while this thread's PKRU was being rewritten (acks moved): its edit of the
+// register may have been overwritten with an older value. Lower every key to the state again.
+void settle(EngineState &st, ThreadRecord *rec) {
+  for (;;) {
+    uint64_t acks = rec->acks.load(kRelaxed);
+    wrpkru(inside_meta(rdpkru()));
+    uint32_t v = lowered_to_state(st, rdpkru(), rec);
+    note_held_all(st, rec, v);
+    wrpkru(outside_meta(v));
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (rec->acks.load(kRelaxed) == acks) return;
+  }
+}
+
+// The frame every fast operation runs in: metadata open, key k locked, `body` decides and changes
+// the state, a revocation is synced, the caller's right is noted and written, metadata closed.
+template <typename Body>
+bool run(EngineState &st, int k, Body body, int *rc) {
+  ThreadRecord *rec = t_self;
+  // A thread the engine has not met, or one inside a program's signal handler (whose PKRU lasts
+  // only until the handler returns): the slow path knows what to do with both.
+  if (!rec || t_handler_depth || k <= 0 || k >= kHwKeys) return false;
+  KeyState &ks = st.keys[k];
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  const uint64_t acks = rec->acks.load(kRelaxed);
+  wrpkru(inside_meta(rdpkru()));  // 1st PKRU write
+  if (!KeyLock::try_acquire(ks, rec->index + 1)) {
+    wrpkru(outside_meta(rdpkru()));
+    if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
+    return false;
+  }
+  Change c = body(ks);
+  if (!c.ok) {
+    KeyLock::release(ks);
+    wrpkru(outside_meta(rdpkru()));
+    if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
+    return false;
+  }
+  bool synced = !c.revoked || sync_keys(st, 1u << k, rec, /*may_reap=*/false);
+  // Under the key's lock no one else changes its rights, so noting this thread's own right needs
+  // no second look at the state (note_held).
+  if (c.set_own && static_cast<uint8_t>(c.own) != rec->held[k].load(kRelaxed)) {
+    rec->held[k].store(static_cast<uint8_t>(c.own), std::memory_order_release);
+    std::atomic<uint64_t> &w = ks.holders[rec->index / 64];
+    uint64_t bit = uint64_t{1} << (rec->index % 64);
+    if (c.own != Rights::kNone && !(w.load(kRelaxed) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
+  }
+  if (!ks.referenced.load(kRelaxed)) ks.referenced.store(1, kRelaxed);
+  KeyLock::release(ks);
+  uint32_t now = rdpkru();
+  wrpkru(outside_meta(c.set_own ? pkru_with(now, k, c.own) : now));  // 2nd PKRU write
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
+  *rc = c.rc;
+  if (!synced) {
+    // A thread could not take the revocation: the page table enforces it for everyone instead
+    // (the slow path, which may take g_lock; this thread holds no lock now).
+    demote_key(st, k);
+  }
+  return true;
+}
+
+// Publishes a new process-wide right on k. A revocation is a seq_cst store: it must be ordered
+// before the holders are read (note_held); a grant needs no such order.
+bool publish(KeyState &ks, Rights old, Rights now) {
+  if (now == old) return false;
+  ks.rights.store(static_cast<uint8_t>(now), now < old ? std::memory_order_seq_cst : std::memory_order_release);
+  return now < old;
+}
+
+int key_of_vkey(const EngineState &st, int vkey) {
+  int k = st.by_vkey[hint_of_vkey(vkey)].load(std::memory_order_acquire);
+  return k && st.keys[k].vkey.load(kRelaxed) == vkey ? k : 0;
+}
+
+// The group on k if the fast paths may serve it (checked under k's lock).
+PageGroup *fast_group(KeyState &ks, int k) {
+  PageGroup *g = ks.group.load(kRelaxed);
+  return g && ks.fast.load(kRelaxed) && g->hw_key == k ? g : nullptr;
+}
+
+}  // namespace
+
+bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot,
+                          bool (*fits)(const PageGroup &g, int prot), int *rc) {
+  int k = st.by_start[hint_of_start(start)].load(std::memory_order_acquire);
+  if (!k || st.keys[k].start.load(kRelaxed) != start || st.keys[k].len.load(kRelaxed) != len) return false;
+  bool done = run(st, k, [&](KeyState &ks) {
+    Change c;
+    PageGroup *g = fast_group(ks, k);
+    if (!g || ks.start.load(kRelaxed) != start || ks.len.load(kRelaxed) != len || !fits(*g, prot)) return c;
+    int old_page = g->page_prot(), old = g->prot;
+    g->prot = prot;
+    if (g->page_prot() != old_page) {  // execute rights change in the page table: not here
+      g->prot = old;
+      return c;
+    }
+    Rights old_r = rights_of(old), now = rights_of(prot);
+    bool eager = st.eager_mask.load(kRelaxed) >> k & 1u;  // a region asking for eager grants
+    c.revoked = publish(ks, old_r, now) || (eager && now != old_r);
+    c.set_own = true;
+    c.own = now;
+    c.ok = true;
+    ++g->toggles;
+    region_toggled(g->stat_slot);
+    region_update(g->stat_slot, k, prot, g->ceiling);
+    return c;
+  }, rc);
+  if (done) {
+    bump_hot(Hot::legacy_calls);
+    bump_hot(Hot::legacy_emulated);
+  }
+  return done;
+}
+
+bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc) {
+  int k = key_of_vkey(st, vkey);
+  if (!k) return false;
+  bool done = run(st, k, [&](KeyState &ks) {
+    Change c;
+    PageGroup *g = fast_group(ks, k);
+    if (!g || g->vkey != vkey) return c;
+    c.ok = true;
+    if (!within_ceiling(prot, g->ceiling)) {
+      c.rc = -EACCES;
+      return c;
+    }
+    int old_page = g->page_prot(), old = g->prot;
+    g->prot = prot;
+    if (g->page_prot() != old_page) {
+      g->prot = old;
+      c.ok = false;
+      return c;
+    }
+    Rights old_r = rights_of(old), now = rights_of(prot);
+    // Eager grants (libmpk.so's API without the shim): every thread takes a grant now, as it
+    // takes a revocation; sync_keys decides whom to signal.
+    bool eager = !st.lazy_grants || (st.eager_mask.load(kRelaxed) >> k & 1u);
+    c.revoked = publish(ks, old_r, now) || (eager && now != old_r);
+    c.set_own = true;
+    c.own = want_of(st, t_self, k);
+    return c;
+  }, rc);
+  if (done) {
+    bump_hot(Hot::mprotect_calls);
+    if (*rc == 0) {
+      bump_hot(Hot::cache_hits);
+      bump_hot(Hot::mprotect_by_pkru);
+    }
+  }
+  return done;
+}
+
+bool fast_begin(EngineState &st, int vkey, int prot, int *rc) {
+  int k = key_of_vkey(st, vkey);
+  if (!k) return false;
+  bool done = run(st, k, [&](KeyState &ks) {
+    Change c;
+    PageGroup *g = fast_group(ks, k);
+    if (!g || g->vkey != vkey) return c;
+    c.ok = true;
+    ThreadRecord *rec = t_self;
+    if (!within_ceiling(prot, g->ceiling)) {
+      c.rc = -EACCES;
+      return c;
+    }
+    if (!rec->dom[k].load(kRelaxed)) ks.pins.store(ks.pins.load(kRelaxed) + 1, kRelaxed);
+    rec->dom[k].store(static_cast<uint8_t>(rights_of(prot)) + 1, std::memory_order_release);
+    c.set_own = true;
+    c.own = rights_of(prot);
+    return c;
+  }, rc);
+  if (done) {
+    bump_hot(Hot::begin_calls);
+    if (*rc == 0) bump_hot(Hot::cache_hits);
+  }
+  return done;
+}
+
+bool fast_end(EngineState &st, int vkey, int *rc) {
+  int k = key_of_vkey(st, vkey);
+  if (!k) return false;
+  bool done = run(st, k, [&](KeyState &ks) {
+    Change c;
+    PageGroup *g = fast_group(ks, k);
+    if (!g || g->vkey != vkey) return c;
+    c.ok = true;
+    ThreadRecord *rec = t_self;
+    if (!rec->dom[k].load(kRelaxed)) {  // no open domain
+      c.rc = -EINVAL;
+      return c;
+    }
+    rec->dom[k].store(0, std::memory_order_release);
+    if (uint32_t p = ks.pins.load(kRelaxed)) ks.pins.store(p - 1, kRelaxed);
+    c.set_own = true;
+    c.own = want_of(st, rec, k);
+    return c;
+  }, rc);
+  if (done && *rc == 0) bump_hot(Hot::end_calls);
+  return done;
+}
+
+}  // namespace mpk
