@@ -1,14 +1,21 @@
 // core_bench.cc - cost of libmpk's permission changes against native mprotect and raw WRPKRU.
 //
 // What is measured (each benchmark reports wall-clock nanoseconds per iteration):
-//   native_mprotect_toggle/N     mprotect(NONE) + mprotect(READ|WRITE) on N pre-faulted pages
-//   mpk_mprotect_resident/N      mpk_mprotect(NONE) + mpk_mprotect(READ|WRITE) on a group of N
-//                                pages that holds a hardware key the whole time
+//   native_mprotect_toggle/N     mprotect(READ) + mprotect(READ|WRITE) on N pre-faulted pages
+//   mpk_mprotect_resident/N      mpk_mprotect(READ) + mpk_mprotect(READ|WRITE) on a group of N
+//                                pages that holds a key the whole time
 //   mpk_mprotect_evicting/N      two mpk_mprotect() calls, each flipping a different group of N
-//                                pages (NONE <-> READ|WRITE), round-robin over more groups than
-//                                hardware keys, so every call misses the key cache and evicts
+//                                pages (READ <-> READ|WRITE), round-robin over more groups than
+//                                keys, so every call misses the key cache and evicts
 //   mpk_begin_end/N              mpk_begin(READ|WRITE) + mpk_end() on a resident group of N pages
-//   raw_wrpkru_pair              RDPKRU, WRPKRU(changed value), WRPKRU(original value)
+//   raw_wrpkru_pair              RDPKRU, WRPKRU(changed value), WRPKRU(original value); only where
+//                                the CPU has PKU and the kernel enabled it (OSPKE)
+//
+// Every benchmark also reports the counter "wrpkru": PKRU writes the engine made per iteration,
+// counted over the timed loop (stats.h: hot_total(Hot::wrpkru)); the engine is linked in
+// statically for that. With MPK_SIMULATE=1 the engine runs on simulated keys (a software PKRU per
+// thread; tagging pages is a plain mprotect), so the times are the software part only and the
+// count prices the PKRU writes with a model (scripts/bench-core).
 //
 // Every page is written before timing, so native mprotect really changes present page-table
 // entries. The process stays single-threaded. libmpk is initialised with evict_rate 100: every
@@ -16,9 +23,8 @@
 //
 // Extra flags (before the --benchmark_* ones are parsed):
 //   --evict-groups=N   number of groups in the evicting benchmark (default 16, minimum 16)
-// With --benchmark_format=json the JSON report is printed between the lines
-// "@@MPK_CORE_BENCH_JSON_BEGIN@@" and "@@MPK_CORE_BENCH_JSON_END@@" so that it can be cut out of a
-// console that carries other output. Exit status: 0, 1 on error, 77 when the CPU lacks PKU.
+// Exit status: 0, 1 on error, 77 when mpk_init finds no protection keys (no PKU and no
+// MPK_SIMULATE=1).
 
 #include <mpk.h>
 
@@ -32,24 +38,25 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <iostream>
 #include <string>
 #include <vector>
+
+#include "stats.h"
 
 namespace {
 
 constexpr int kRW = PROT_READ | PROT_WRITE;
-constexpr int kNone = PROT_NONE;
+constexpr int kR = PROT_READ;
 int g_evict_groups = 16;
 size_t g_page = 4096;
 
-inline uint32_t rdpkru() {
+inline uint32_t raw_rdpkru() {
   uint32_t eax, edx;
   asm volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0) : "memory");
   return eax;
 }
 
-inline void wrpkru(uint32_t v) {
+inline void raw_wrpkru(uint32_t v) {
   asm volatile(".byte 0x0f,0x01,0xef" : : "a"(v), "c"(0), "d"(0) : "memory");
 }
 
@@ -58,6 +65,8 @@ bool cpu_ospke() {
   unsigned a, b, c, d;
   return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & (1u << 4));
 }
+
+uint64_t wrpkru_now() { return mpk::hot_total(mpk::Hot::wrpkru); }
 
 void prefault(void *p, size_t len) {
   volatile char *c = static_cast<volatile char *>(p);
@@ -112,7 +121,7 @@ std::string ensure(Kind kind, int pages) {
       if (p == MAP_FAILED) return errmsg("mpk_mmap");
       g_fix.vkeys.push_back(v);
       if (kind == Kind::Resident) {
-        // Open the group for the process: this loads it into a hardware key.
+        // Open the group for the process: this loads it into a key.
         if (mpk_mprotect(v, kRW) != 0) return errmsg("mpk_mprotect (load)");
         prefault(p, g_fix.len);
       } else {
@@ -149,8 +158,12 @@ bool setup(benchmark::State &state, Kind kind, int pages) {
   return false;
 }
 
-void label_pages(benchmark::State &state, int pages) {
-  state.counters["pages"] = pages;
+// PKRU writes per iteration over the timed loop just ended.
+void report(benchmark::State &state, int pages, uint64_t wrpkru_before) {
+  uint64_t n = wrpkru_now() - wrpkru_before;
+  if (pages) state.counters["pages"] = pages;
+  state.counters["wrpkru"] =
+      state.iterations() ? static_cast<double>(n) / static_cast<double>(state.iterations()) : 0.0;
 }
 
 void BM_native_mprotect_toggle(benchmark::State &state) {
@@ -158,26 +171,28 @@ void BM_native_mprotect_toggle(benchmark::State &state) {
   if (!setup(state, Kind::Native, pages)) return;
   void *p = g_fix.native;
   const size_t len = g_fix.len;
+  uint64_t w0 = wrpkru_now();
   for (auto _ : state) {
-    if (mprotect(p, len, kNone) != 0 || mprotect(p, len, kRW) != 0) {
+    if (mprotect(p, len, kR) != 0 || mprotect(p, len, kRW) != 0) {
       state.SkipWithError(errmsg("mprotect").c_str());
       break;
     }
   }
-  label_pages(state, pages);
+  report(state, pages, w0);
 }
 
 void BM_mpk_mprotect_resident(benchmark::State &state) {
   const int pages = static_cast<int>(state.range(0));
   if (!setup(state, Kind::Resident, pages)) return;
   const int v = g_fix.vkeys[0];
+  uint64_t w0 = wrpkru_now();
   for (auto _ : state) {
-    if (mpk_mprotect(v, kNone) != 0 || mpk_mprotect(v, kRW) != 0) {
+    if (mpk_mprotect(v, kR) != 0 || mpk_mprotect(v, kRW) != 0) {
       state.SkipWithError(errmsg("mpk_mprotect").c_str());
       break;
     }
   }
-  label_pages(state, pages);
+  report(state, pages, w0);
 }
 
 void BM_mpk_mprotect_evicting(benchmark::State &state) {
@@ -187,13 +202,14 @@ void BM_mpk_mprotect_evicting(benchmark::State &state) {
   const int *vk = g_fix.vkeys.data();
   int *prot = g_fix.prot.data();
   size_t i = g_fix.next;
+  uint64_t w0 = wrpkru_now();
   for (auto _ : state) {
     // Two calls per iteration, on two different groups: each is a key-cache miss, since the
-    // groups are visited round-robin and there are more of them than hardware keys.
+    // groups are visited round-robin and there are more of them than keys.
     size_t a = i, b = i + 1 == n ? 0 : i + 1;
     i = b + 1 == n ? 0 : b + 1;
-    int pa = prot[a] == kRW ? kNone : kRW;
-    int pb = prot[b] == kRW ? kNone : kRW;
+    int pa = prot[a] == kRW ? kR : kRW;
+    int pb = prot[b] == kRW ? kR : kRW;
     if (mpk_mprotect(vk[a], pa) != 0 || mpk_mprotect(vk[b], pb) != 0) {
       state.SkipWithError(errmsg("mpk_mprotect").c_str());
       break;
@@ -202,38 +218,36 @@ void BM_mpk_mprotect_evicting(benchmark::State &state) {
     prot[b] = pb;
   }
   g_fix.next = i;
-  label_pages(state, pages);
+  report(state, pages, w0);
 }
 
 void BM_mpk_begin_end(benchmark::State &state) {
   const int pages = static_cast<int>(state.range(0));
   if (!setup(state, Kind::BeginEnd, pages)) return;
   const int v = g_fix.vkeys[0];
+  uint64_t w0 = wrpkru_now();
   for (auto _ : state) {
     if (mpk_begin(v, kRW) != 0 || mpk_end(v) != 0) {
       state.SkipWithError(errmsg("mpk_begin/mpk_end").c_str());
       break;
     }
   }
-  label_pages(state, pages);
+  report(state, pages, w0);
 }
 
 void BM_raw_wrpkru_pair(benchmark::State &state) {
   release();
-  if (!cpu_ospke()) {
-    state.SkipWithError("CPU lacks PKU/OSPKE: no RDPKRU/WRPKRU");
-    return;
-  }
   for (auto _ : state) {
-    uint32_t old = rdpkru();
+    uint32_t old = raw_rdpkru();
     // Flip key 15's access/write-disable bits and put them back. Key 0 (stack, TLS) is never
     // touched and no memory is accessed between the two writes.
-    wrpkru(old ^ 0xC0000000u);
-    wrpkru(old);
+    raw_wrpkru(old ^ 0xC0000000u);
+    raw_wrpkru(old);
   }
+  state.counters["wrpkru"] = 2;
 }
 
-void register_all() {
+void register_all(bool raw_pair) {
   const int kPages[] = {1, 16, 256, 4096};
   auto add = [&](const char *name, void (*fn)(benchmark::State &)) {
     auto *b = benchmark::RegisterBenchmark(name, fn);
@@ -244,9 +258,10 @@ void register_all() {
   add("mpk_mprotect_resident", BM_mpk_mprotect_resident);
   add("mpk_mprotect_evicting", BM_mpk_mprotect_evicting);
   add("mpk_begin_end", BM_mpk_begin_end);
-  benchmark::RegisterBenchmark("raw_wrpkru_pair", BM_raw_wrpkru_pair)
-      ->UseRealTime()
-      ->Unit(benchmark::kNanosecond);
+  if (raw_pair)
+    benchmark::RegisterBenchmark("raw_wrpkru_pair", BM_raw_wrpkru_pair)
+        ->UseRealTime()
+        ->Unit(benchmark::kNanosecond);
 }
 
 std::string cpu_context() {
@@ -256,24 +271,18 @@ std::string cpu_context() {
     s += (c & (1u << 3)) ? "pku" : "no-pku";
     s += (c & (1u << 4)) ? " ospke" : " no-ospke";
   }
-  if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 31))) {
-    __cpuid(0x40000000, a, b, c, d);
-    char sig[13];
-    std::memcpy(sig, &b, 4);
-    std::memcpy(sig + 4, &c, 4);
-    std::memcpy(sig + 8, &d, 4);
-    sig[12] = 0;
-    for (char &ch : sig)
-      if (ch && (ch < 32 || ch > 126)) ch = '?';
-    s += std::string(" hypervisor=") + (sig[0] ? sig : "(unnamed)");
-  }
+  if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 31))) s += " hypervisor";
   return s;
+}
+
+bool simulation_requested() {
+  const char *v = getenv("MPK_SIMULATE");
+  return v && (!std::strcmp(v, "1") || !std::strcmp(v, "yes") || !std::strcmp(v, "true"));
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
-  bool json = false;
   // Our own flags first; benchmark::Initialize removes its own and we reject the rest.
   int out = 1;
   for (int i = 1; i < argc; i++) {
@@ -286,7 +295,6 @@ int main(int argc, char **argv) {
       }
       continue;
     }
-    if (std::strcmp(a, "--benchmark_format=json") == 0) json = true;
     argv[out++] = argv[i];
   }
   argc = out;
@@ -301,32 +309,24 @@ int main(int argc, char **argv) {
   if (mpk_init(100) != 0) {
     int e = errno;
     if (e == ENOTSUP) {
-      std::printf("CPU lacks PKU: mpk_init: %s (cpuid: %s)\n", std::strerror(e), cpu_context().c_str());
+      std::printf("mpk_core_bench: no protection keys: mpk_init: %s (cpuid: %s); MPK_SIMULATE=1 runs on "
+                  "simulated keys\n",
+                  std::strerror(e), cpu_context().c_str());
       return 77;
     }
     std::fprintf(stderr, "mpk_core_bench: mpk_init(100): %s\n", std::strerror(e));
     return 1;
   }
 
-  char pkru[16] = "n/a";
-  if (cpu_ospke()) std::snprintf(pkru, sizeof pkru, "0x%08x", rdpkru());
-  const std::string cpu = cpu_context();
-  benchmark::AddCustomContext("cpu", cpu);
-  if (cpu.find("TCGTCGTCGTCG") != std::string::npos) {
-    benchmark::AddCustomContext("emulated", "QEMU TCG: timings are not hardware figures");
-    std::fprintf(stderr,
-                 "mpk_core_bench: running on QEMU TCG (emulated CPU): times and ratios are NOT "
-                 "hardware figures\n");
-  }
-  benchmark::AddCustomContext("pkru_after_init", pkru);
+  const bool raw_pair = cpu_ospke();
+  benchmark::AddCustomContext("cpu", cpu_context());
+  benchmark::AddCustomContext("keys", simulation_requested() ? "simulated" : "hardware");
+  benchmark::AddCustomContext("raw_wrpkru_pair", raw_pair ? "measured" : "not measured: no OSPKE");
   benchmark::AddCustomContext("evict_groups", std::to_string(g_evict_groups));
   benchmark::AddCustomContext("page_size", std::to_string(g_page));
-  register_all();
+  register_all(raw_pair);
 
-  if (json) std::cout << "\n@@MPK_CORE_BENCH_JSON_BEGIN@@" << std::endl;
   benchmark::RunSpecifiedBenchmarks();
-  std::cout.flush();
-  if (json) std::cout << "\n@@MPK_CORE_BENCH_JSON_END@@" << std::endl;
   release();
   benchmark::Shutdown();
   return 0;

@@ -53,7 +53,7 @@ def workloads():
     missing = app_workloads.missing_programs()
     if missing:
         pytest.fail("programs missing: " + ", ".join(missing) +
-                    " (scripts/setup installs luajit sysbench php8.2-cli php8.2-opcache)")
+                    " (scripts/setup installs luajit sysbench php8.2-cli php8.2-opcache ruby3.1)")
     return {w.name: w for w in app_workloads.workloads("test")}
 
 

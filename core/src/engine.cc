@@ -434,6 +434,8 @@ void engine_thread_exit() {
   if (!st) return;
   wrpkru(inside_meta(rdpkru()));
   ThreadRecord *rec = t_self;
+  // Inside the engine while it waits for the lock: a revoker does not wait for this thread.
+  if (rec) rec->in_lib.fetch_add(1, std::memory_order_seq_cst);
   {
     Locked l;
     if (rec && rec->tid.load() == sys::gettid()) reap_thread(*st, rec);

@@ -312,9 +312,9 @@ void demote_key(EngineState &st, int k) {
 // The caller's own PKRU follows on its way out (s.grant).
 int set_group_prot(EngineState &st, PageGroup &g_, int prot, Section &s) {
   PageGroup *g = &g_;
+  KeyLock kl(st, g->hw_key);  // a resident group's permission is shared with the fast paths
   int old = g->prot;
   if (int k = g->hw_key) {
-    KeyLock kl(st, k);
     bump_hot(Hot::cache_hits);
     bump_hot(Hot::mprotect_by_pkru);
     int old_page = g->page_prot();

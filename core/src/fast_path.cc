@@ -106,6 +106,19 @@ PageGroup *fast_group(KeyState &ks, int k) {
   return g && ks.fast.load(kRelaxed) && g->hw_key == k ? g : nullptr;
 }
 
+// The group of vkey on k if the fast paths may serve it and prot is within its ceiling; else null,
+// with *c saying decline (no such group) or the call's result (EACCES).
+PageGroup *vkey_group(KeyState &ks, int k, int vkey, int prot, Change *c) {
+  PageGroup *g = fast_group(ks, k);
+  if (!g || g->vkey != vkey) return nullptr;
+  c->ok = true;
+  if (!within_ceiling(prot, g->ceiling)) {
+    c->rc = -EACCES;
+    return nullptr;
+  }
+  return g;
+}
+
 }  // namespace
 
 bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot,
@@ -145,13 +158,8 @@ bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc) {
   if (!k) return false;
   bool done = run(st, k, [&](KeyState &ks) {
     Change c;
-    PageGroup *g = fast_group(ks, k);
-    if (!g || g->vkey != vkey) return c;
-    c.ok = true;
-    if (!within_ceiling(prot, g->ceiling)) {
-      c.rc = -EACCES;
-      return c;
-    }
+    PageGroup *g = vkey_group(ks, k, vkey, prot, &c);
+    if (!g) return c;
     int old_page = g->page_prot(), old = g->prot;
     g->prot = prot;
     if (g->page_prot() != old_page) {
@@ -183,14 +191,8 @@ bool fast_begin(EngineState &st, int vkey, int prot, int *rc) {
   if (!k) return false;
   bool done = run(st, k, [&](KeyState &ks) {
     Change c;
-    PageGroup *g = fast_group(ks, k);
-    if (!g || g->vkey != vkey) return c;
-    c.ok = true;
+    if (!vkey_group(ks, k, vkey, prot, &c)) return c;
     ThreadRecord *rec = t_self;
-    if (!within_ceiling(prot, g->ceiling)) {
-      c.rc = -EACCES;
-      return c;
-    }
     if (!rec->dom[k].load(kRelaxed)) ks.pins.store(ks.pins.load(kRelaxed) + 1, kRelaxed);
     rec->dom[k].store(static_cast<uint8_t>(rights_of(prot)) + 1, std::memory_order_release);
     c.set_own = true;

@@ -245,6 +245,7 @@ void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, Section
                                                    "emulate", e.start, e.len));
   region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
   bump(stats().promotions);
+  MPK_LOG(kDebug, "range %p+%zu is a page group (key %d, ceiling %d)", (void *)e.start, e.len, g->hw_key, g->ceiling);
 }
 
 // Set while this thread holds the engine's lock in here: the policy's matcher may unwind the
@@ -306,6 +307,9 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
       return rc;
     }
     if (fits(*g, prot)) {
+      // The group's permission and counters are shared with the fast path (fast_path.h): all of
+      // this under its key's lock.
+      KeyLock kl(*st, g->hw_key);
       int rc = set_group_prot(*st, *g, prot, s);
       // The whole group has one permission again: its page-level exceptions rejoin it (after
       // the rights changed, so no page is more open than the program asked for on the way).
@@ -356,7 +360,11 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
   if (rule.action != RangeRule::kEmulate || prot == PROT_EXEC) e.never = true;
   ++e.count;
   e.prot_union |= prot;
-  if (!e.never && e.count >= static_cast<uint32_t>(rule.promote_after)) promote(*st, *ls, e, prot, s);
+  // A range inside one the program toggles about as often (a JIT's page inside its code area)
+  // waits for the larger one: it, not each page, becomes the group.
+  if (!e.never && e.count >= static_cast<uint32_t>(rule.promote_after) &&
+      !ls->tracker.busier_container(e.start, e.len, e.count))
+    promote(*st, *ls, e, prot, s);
   return 0;
 }
 

@@ -323,7 +323,9 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
         }
         ThreadRecord &r = *st.threads.at(next_word * 64 + __builtin_ctzll(b));
         b &= b - 1;
-        if (&r == self || r.tid.load(std::memory_order_acquire) <= 0) continue;
+        // Read once: without g_lock (the fast paths) a record can be freed, and reused, meanwhile.
+        const int tid = r.tid.load(std::memory_order_acquire);
+        if (&r == self || tid <= 0) continue;
         uint32_t need = 0;
         for (uint32_t m = keys; m; m &= m - 1) {
           int k = __builtin_ctz(m);
@@ -340,7 +342,6 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
         }
         r.pending.fetch_or(need, std::memory_order_seq_cst);
         if (r.in_lib.load(std::memory_order_seq_cst) != 0) continue;
-        int tid = r.tid.load(std::memory_order_acquire);
         uint64_t sent = r.sent.load(std::memory_order_relaxed);
         if (sent <= r.acks.load(std::memory_order_acquire)) {
           // One signal in flight at most: real-time signals queue, and a thread that blocks the
@@ -377,7 +378,10 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
       for (int i = 0; i < n; ++i) {
         Target &t = targets[i];
         if (!t.rec) continue;
+        // A target that entered the engine's slow path before its handler ran applies its pending
+        // keys on the way out (leave), before any more of the program's code runs.
         if (t.rec->acks.load(std::memory_order_seq_cst) >= t.want_acks ||
+            t.rec->in_lib.load(std::memory_order_seq_cst) != 0 ||
             t.rec->tid.load(std::memory_order_acquire) != t.tid) {
           t.rec = nullptr;
           continue;

@@ -29,6 +29,15 @@ ToggleEntry &ToggleTracker::touch(uintptr_t start, size_t len, bool *fresh) {
   return *victim;
 }
 
+const ToggleEntry *ToggleTracker::busier_container(uintptr_t start, size_t len, uint32_t count) const {
+  for (const ToggleEntry &e : slots_) {
+    if (!e.len || e.never || e.dissolves || e.start > start || e.start + e.len < start + len) continue;
+    if (e.len == len) continue;  // the range itself
+    if (uint64_t{e.count} * 4 >= count) return &e;
+  }
+  return nullptr;
+}
+
 void ToggleTracker::forget(uintptr_t start, size_t len) {
   uintptr_t end = start + len;
   if (end <= lo_ || start >= hi_) return;

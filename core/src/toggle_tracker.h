@@ -32,6 +32,10 @@ class ToggleTracker {
   ToggleEntry &touch(uintptr_t start, size_t len, bool *fresh);
   // Forgets every entry that overlaps [start, start+len).
   void forget(uintptr_t start, size_t len);
+  // An entry for a range that strictly contains [start, start+len), is toggled at least a quarter
+  // as often (count * 4 >= count), and never had its group given back; nullptr if none. Scans
+  // the table: for promotions only.
+  const ToggleEntry *busier_container(uintptr_t start, size_t len, uint32_t count) const;
 
  private:
   static uint32_t hash(uintptr_t start, size_t len);

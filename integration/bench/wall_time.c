@@ -4,8 +4,7 @@
 //
 // Prints "wall_ns=<nanoseconds> status=<exit status>" on stderr after the command ends and
 // exits with the command's status (128+N when a signal N ended it, 127 when it cannot be
-// started). scripts/bench-apps uses it inside the QEMU guest, whose busybox `time` only
-// resolves centiseconds.
+// started). scripts/bench-apps times each run with it.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>

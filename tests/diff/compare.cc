@@ -67,8 +67,9 @@ class Comparer {
 
   int run() {
     auto start = Clock::now();
-    std::printf("mpk_diff compare: seeds %" PRIu64 "..%" PRIu64 " (%" PRIu64 "), up to %u ops each; %s vs %s\n",
-                o_.seed, o_.seed + o_.count - 1, o_.count, o_.max_ops, mode_name(0).c_str(), mode_name(1).c_str());
+    std::printf("mpk_diff compare: seeds %" PRIu64 "..%" PRIu64 " (%" PRIu64 "), up to %u ops each, %s programs; %s vs %s\n",
+                o_.seed, o_.seed + o_.count - 1, o_.count, o_.max_ops, kind_choice_name(o_.kinds),
+                mode_name(0).c_str(), mode_name(1).c_str());
     std::fflush(stdout);
     for (uint64_t a = 0; a < o_.count; a += o_.chunk) {
       uint64_t n = std::min(o_.chunk, o_.count - a);
@@ -98,6 +99,10 @@ class Comparer {
   std::vector<std::string> run_argv(uint64_t first, uint64_t count, bool trace) const {
     std::vector<std::string> argv = {o_.self, "run", "--seed", std::to_string(first), "--count",
                                      std::to_string(count), "--max-ops", std::to_string(o_.max_ops)};
+    if (o_.kinds != KindChoice::kMixed) {
+      argv.push_back("--kind");
+      argv.push_back(kind_choice_name(o_.kinds));
+    }
     if (trace) argv.push_back("--trace");
     return argv;
   }
@@ -111,6 +116,7 @@ class Comparer {
     }
     s += " " + o_.self + " run --seed " + std::to_string(first) + " --count " + std::to_string(count);
     if (o_.max_ops != 200) s += " --max-ops " + std::to_string(o_.max_ops);
+    if (o_.kinds != KindChoice::kMixed) s += std::string(" --kind ") + kind_choice_name(o_.kinds);
     return s + " --trace";
   }
   std::string repro_compare(uint64_t first, uint64_t count) const {
@@ -119,6 +125,7 @@ class Comparer {
     for (const auto &kv : o_.env) s += " --env " + kv;
     s += " --seed " + std::to_string(first) + " --count " + std::to_string(count);
     if (o_.max_ops != 200) s += " --max-ops " + std::to_string(o_.max_ops);
+    if (o_.kinds != KindChoice::kMixed) s += std::string(" --kind ") + kind_choice_name(o_.kinds);
     return s;
   }
 

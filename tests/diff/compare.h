@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "program.h"
+
 namespace mpkdiff {
 
 struct CompareOptions {
@@ -23,6 +25,7 @@ struct CompareOptions {
   uint64_t chunk = 250;
   int jobs = 2;
   uint32_t max_ops = 200;
+  KindChoice kinds = KindChoice::kMixed;  // passed on to the children as --kind
   int timeout_s = 900;              // per child
   int details = 5;                  // mismatches shown in full
   std::string known;                // file of known divergences ("SEED reason" lines), or ""

@@ -24,16 +24,19 @@ constexpr int kUsage = 2;
 
 void usage(FILE *to) {
   std::fputs(
-      "Usage: mpk_diff run [--seed S] [--count N] [--max-ops M] [--trace]\n"
+      "Usage: mpk_diff run [--seed S] [--count N] [--max-ops M] [--kind K] [--trace]\n"
       "       mpk_diff compare [--preload /abs/lib.so] [--seed S] [--count N] [--max-ops M]\n"
-      "                        [--jobs J] [--chunk C] [--timeout SEC] [--details D] [--env K=V]...\n"
-      "                        [--known FILE]\n"
+      "                        [--kind K] [--jobs J] [--chunk C] [--timeout SEC] [--details D]\n"
+      "                        [--env K=V]... [--known FILE]\n"
       "\n"
       "Differential tests of mmap/mprotect/munmap/mremap semantics. Each seed deterministically\n"
       "generates a program (1-4 threads, 1-4 regions, --max-ops ops at most, default 200) that\n"
       "maps, protects, unmaps and remaps memory, probes it with loads and stores, passes it to\n"
       "read()/write() and fork()s; ops run in a strict global order, so its outcome log is\n"
-      "deterministic.\n"
+      "deterministic. --kind: `mixed` (default) draws each seed's kind, about one in four a\n"
+      "sub-range program (ranges protected whole and in parts, and Ruby YJIT's one page\n"
+      "read/write then the whole area read/exec); `classic` or `sub-range` makes every seed\n"
+      "that kind.\n"
       "\n"
       "run      Runs seeds S..S+N-1 (default 1 and 1) in this process, one after another. Prints\n"
       "         `seed <s> <digest of the outcome log>` per program; with --trace, the log itself\n"
@@ -80,9 +83,10 @@ void write_all(const std::string &s) {
   }
 }
 
-int run_command(uint64_t seed, uint64_t count, uint32_t max_ops, bool trace) {
+int run_command(uint64_t seed, uint64_t count, uint32_t max_ops, KindChoice kinds, bool trace) {
   GeneratorLimits limits;
   limits.max_ops = max_ops;
+  limits.kinds = kinds;
   ProgramRunner runner;
   // Unbuffered writes: when the process dies, everything it finished is already out.
   ProgramRunner::LineSink sink;
@@ -136,6 +140,12 @@ int main(int argc, char **argv) {
       o.count = number("--count", value(), 1, 100000000);
     } else if (a == "--max-ops") {
       o.max_ops = static_cast<uint32_t>(number("--max-ops", value(), 1, 100000));
+    } else if (a == "--kind") {
+      std::string k = value();
+      if (k == "mixed") o.kinds = KindChoice::kMixed;
+      else if (k == "classic") o.kinds = KindChoice::kClassic;
+      else if (k == "sub-range") o.kinds = KindChoice::kSubRange;
+      else bad_usage("--kind wants mixed, classic or sub-range, not '" + k + "'");
     } else if (a == "--trace" && is_run) {
       trace = true;
     } else if (a == "--preload" && !is_run) {
@@ -163,7 +173,7 @@ int main(int argc, char **argv) {
     }
   }
   if (!o.env.empty() && o.preload.empty()) bad_usage("--env applies to the preloaded run: give --preload too");
-  if (is_run) return run_command(o.seed, o.count, o.max_ops, trace);
+  if (is_run) return run_command(o.seed, o.count, o.max_ops, o.kinds, trace);
   o.self = self_path();
   return compare(o);
 }

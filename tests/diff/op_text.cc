@@ -72,6 +72,19 @@ const char *kind_name(RegionKind kind) {
   return "?";
 }
 
+const char *kind_name(ProgramKind kind) {
+  return kind == ProgramKind::kSubRange ? "sub-range" : "classic";
+}
+
+const char *kind_choice_name(KindChoice kinds) {
+  switch (kinds) {
+    case KindChoice::kMixed: return "mixed";
+    case KindChoice::kClassic: return "classic";
+    case KindChoice::kSubRange: return "sub-range";
+  }
+  return "?";
+}
+
 std::string describe_region(int index, const RegionSpec &r) {
   char buf[160];
   std::snprintf(buf, sizeof buf, "region r%d %s %s %up", index, kind_name(r.kind),

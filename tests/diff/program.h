@@ -65,8 +65,21 @@ struct Op {
   const char *note = "";  // why the generator chose this op ("hot", "straddle", ...), for traces
 };
 
+// What a program mostly does. kClassic: the op mix described in README.md. kSubRange: ranges
+// protected whole again and again (so that they become page groups), interleaved with
+// protections of parts of them (one page, a prefix, a suffix, a middle run, a part of the last
+// part) and whole again, each step followed by probes in and around the part; and the pattern of
+// Ruby's YJIT (one page read/write, a store, the whole area or each of its halves read/exec).
+enum class ProgramKind : uint8_t { kClassic, kSubRange };
+
+// Which kinds `generate_program` makes: kMixed draws each seed's kind from the seed (a draw of
+// its own, so a classic program is the same whether or not other kinds exist); the others force
+// one kind for every seed. A seed's sub-range program is the same whether drawn or forced.
+enum class KindChoice : uint8_t { kMixed, kClassic, kSubRange };
+
 struct Program {
   uint64_t seed = 0;
+  ProgramKind kind = ProgramKind::kClassic;
   int threads = 1;
   std::vector<RegionSpec> regions;
   std::vector<Op> ops;
@@ -75,9 +88,13 @@ struct Program {
 struct GeneratorLimits {
   uint32_t min_ops = 20;
   uint32_t max_ops = 200;
+  KindChoice kinds = KindChoice::kMixed;
 };
 
 Program generate_program(uint64_t seed, const GeneratorLimits &limits);
+ProgramKind program_kind(uint64_t seed, KindChoice kinds);
+const char *kind_name(ProgramKind kind);
+const char *kind_choice_name(KindChoice kinds);
 
 // Text of an op without its outcome, e.g. "t2 mprotect p5..p8 (3p) r [hot]".
 std::string describe_op(const Op &op);

@@ -5,6 +5,12 @@
 // protections from varying threads: the pattern the shim turns into page groups. The model is
 // only a guide for choosing ops; what the ops actually do is whatever the kernel does natively,
 // and the comparison is against that.
+//
+// Sub-range programs (ProgramKind::kSubRange, about a quarter of the seeds) keep the classic op
+// mix for a third of their ops and spend the rest on "nests": a range protected whole again and
+// again, and parts of it protected in between; or a range used the way Ruby's YJIT uses its code
+// area. Whether a seed is classic is decided by a PRNG of its own, so classic programs are the
+// same as before sub-range programs existed.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -46,6 +52,25 @@ constexpr int kProts[] = {kNone, kNone, kR, kR, kR, kRW, kRW, kRW, kRW, kRX, kRW
 constexpr int kRareProts[] = {kX, kW, kRWX, kX | kW};
 constexpr uint32_t kProbeOffsets[] = {0, 1, 2048, 4095};
 
+// A nest: a range protected whole (toggling between two protections) and in parts.
+struct Nest {
+  Range whole;
+  bool jit = false;     // the YJIT pattern rather than random parts
+  bool halves = false;  // jit: the two halves are made executable one after the other
+  int prot_a = kRW, prot_b = kR;
+  bool next_is_b = false;
+  uint32_t whole_calls = 0;
+  Range part;           // the last part protected (parts of parts come from it)
+  uint32_t frontier = 0;  // jit: pages of each half written so far (the next page to write)
+  uint8_t jit_thread = 0;
+};
+
+// Protections a nest's whole range toggles between.
+constexpr int kNestPairs[][2] = {{kRW, kR}, {kRW, kRX}, {kR, kRW}, {kRX, kRW},
+                                 {kRW, kNone}, {kRWX, kR}, {kR, kNone}, {kRW, kRWX}};
+// Protections for parts; execute-only and write-only come from kRareProts now and then.
+constexpr int kPartProts[] = {kNone, kNone, kR, kR, kRW, kRW, kRW, kRX, kRWX};
+
 class Generator {
  public:
   Generator(uint64_t seed, const GeneratorLimits &limits) : rng_(seed), limits_(limits) {
@@ -54,10 +79,16 @@ class Generator {
   }
 
   Program build() {
+    program_.kind = program_kind(program_.seed, limits_.kinds);
     lay_out_regions();
     uint32_t lo = std::min(limits_.min_ops, limits_.max_ops);
     uint32_t n = rng_.between(lo, limits_.max_ops);
-    for (uint32_t i = 0; i < n; ++i) add_op();
+    if (program_.kind == ProgramKind::kClassic) {
+      for (uint32_t i = 0; i < n; ++i) add_op();
+    } else {
+      max_ops_ = n;  // a nest step adds several ops; the program stops at n all the same
+      while (program_.ops.size() < n) add_sub_range_op();
+    }
     return std::move(program_);
   }
 
@@ -72,7 +103,11 @@ class Generator {
       static constexpr uint32_t kGaps[] = {0, 0, 0, 1, 2};
       cursor += rng_.pick(kGaps);  // a gap of 0 makes neighbours that a range can straddle
       r.first_page = cursor;
-      r.pages = rng_.percent(50) ? rng_.between(1, 4) : rng_.between(1, 16);
+      if (program_.kind == ProgramKind::kClassic) {
+        r.pages = rng_.percent(50) ? rng_.between(1, 4) : rng_.between(1, 16);
+      } else {
+        r.pages = rng_.percent(50) ? rng_.between(2, 6) : rng_.between(3, 16);  // room for parts
+      }
       uint32_t k = rng_.below(100);
       r.kind = k < 62   ? RegionKind::kAnonPrivate
                : k < 77 ? RegionKind::kAnonShared
@@ -455,10 +490,224 @@ class Generator {
     program_.ops.push_back(op);
   }
 
+  // ---- sub-range programs ----------------------------------------------------------------------
+  bool full() const { return program_.ops.size() >= max_ops_; }
+  void push(Op op) {
+    if (!full()) program_.ops.push_back(op);
+  }
+
+  void add_sub_range_op() {
+    if (rng_.percent(33)) return add_op();  // the classic mix: munmap, mremap, mmap over nests...
+    if (nests_.empty() || (nests_.size() < 2 && rng_.percent(10))) nests_.push_back(new_nest());
+    Nest &h = nests_[rng_.below(nests_.size())];
+    // A nest whose memory is gone is usually replaced; sometimes it is protected anyway.
+    if (!mapped(h.whole) && rng_.percent(75)) h = new_nest();
+    if (h.jit) return jit_step(h);
+    nest_step(h);
+  }
+
+  Nest new_nest() {
+    Nest h;
+    Range r = some_region();
+    for (int tries = 0; tries < 3 && r.pages < 2; ++tries) r = some_region();
+    if (r.pages >= 4 && rng_.percent(20)) {  // a part of a region, of two pages or more
+      uint32_t pages = rng_.between(2, r.pages - 1);
+      r = {r.page + rng_.below(r.pages - pages + 1), pages};
+    }
+    if (r.pages == 0) r.pages = 1;
+    h.whole = clamp(r);
+    h.jit = rng_.percent(35);
+    h.jit_thread = thread();
+    if (h.jit) {
+      h.halves = h.whole.pages >= 2 && rng_.percent(60);
+      h.prot_a = kRW;  // made writable and filled, then executable (alloc_exec_mem)
+      h.prot_b = kRX;
+    } else {
+      const int *pair = kNestPairs[rng_.below(sizeof kNestPairs / sizeof kNestPairs[0])];
+      h.prot_a = pair[0];
+      h.prot_b = pair[1];
+      h.next_is_b = rng_.percent(50);
+    }
+    return h;
+  }
+
+  Op mprotect_op(Range r, int prot, const char *note, uint8_t thread) {
+    Op op = range_op(OpKind::kMprotect, r);
+    op.prot = prot;
+    op.note = note;
+    op.thread = thread;
+    return op;
+  }
+
+  void whole_toggle(Nest &h, const char *note, uint8_t thread) {
+    int prot = h.next_is_b ? h.prot_b : h.prot_a;
+    h.next_is_b = !h.next_is_b;
+    ++h.whole_calls;
+    h.part = {};
+    push(mprotect_op(h.whole, prot, note, thread));
+  }
+
+  // A load, a store or a system call at a page of the nest: in the part just protected, next to
+  // it, or anywhere in the whole range.
+  void probe_nest(const Nest &h, Range part, const char *note) {
+    uint32_t page = h.whole.page + rng_.below(h.whole.pages ? h.whole.pages : 1);
+    uint32_t roll = rng_.below(100);
+    if (roll < 40 && part.pages) {
+      page = rng_.percent(50) ? part.page : part.end() - 1;
+    } else if (roll < 70 && part.pages) {
+      bool has_before = part.page > h.whole.page, has_after = part.end() < h.whole.end();
+      if (has_before && (!has_after || rng_.percent(50))) page = part.page - 1;
+      else if (has_after) page = part.end();
+      else page = part.page;
+    }
+    Op op;
+    op.thread = thread();
+    op.note = note;
+    uint32_t kind = rng_.below(100);
+    if (kind < 75) {
+      op.kind = kind < 40 ? OpKind::kProbeRead : OpKind::kProbeWrite;
+      op.addr = page * kPage + rng_.pick(kProbeOffsets);
+      op.value = static_cast<uint8_t>(rng_.next() | 1);
+    } else {
+      // Often from near the end of a page into the next one: across the part's edge.
+      static constexpr uint32_t kOffsets[] = {0, 64, 4000, 4000};
+      static constexpr uint32_t kLens[] = {64, 4096, 5000, 8192};
+      op.kind = kind < 88 ? OpKind::kSysRead : OpKind::kSysWrite;
+      op.addr = page * kPage + rng_.pick(kOffsets);
+      op.len = rng_.pick(kLens);
+      if (op.addr + op.len > kUsablePages * kPage) op.len = kUsablePages * kPage - op.addr;
+    }
+    push(op);
+  }
+
+  // Random parts: until the whole range has been protected twice (a group from then on), the
+  // whole range; then mostly a part of it, sometimes the whole range again (which folds the
+  // parts back). Each step is followed by one to three probes.
+  void nest_step(Nest &h) {
+    Range w = h.whole;
+    if (h.whole_calls < 2 || rng_.percent(25)) {
+      whole_toggle(h, "nest-whole", thread());
+      uint32_t probes = rng_.between(0, 2);
+      for (uint32_t i = 0; i < probes; ++i) probe_nest(h, {}, "nest");
+      return;
+    }
+    Range part;
+    const char *note;
+    uint32_t roll = rng_.below(100);
+    uint32_t most = w.pages > 1 ? w.pages - 1 : 1;
+    if (roll < 15 && h.part.pages) {
+      part = sub_range(h.part);
+      note = "nest-inner";
+    } else if (roll < 45 || w.pages < 2) {
+      part = {w.page + rng_.below(w.pages), 1};
+      note = "nest-page";
+    } else if (roll < 62) {
+      part = {w.page, rng_.between(1, most)};
+      note = "nest-prefix";
+    } else if (roll < 79) {
+      uint32_t n = rng_.between(1, most);
+      part = {w.end() - n, n};
+      note = "nest-suffix";
+    } else if (w.pages >= 3) {
+      uint32_t start = rng_.between(1, w.pages - 2);
+      part = {w.page + start, rng_.between(1, w.pages - 1 - start)};
+      note = "nest-middle";
+    } else {
+      part = {w.page + rng_.below(w.pages), 1};
+      note = "nest-page";
+    }
+    int prot = rng_.percent(5) ? rng_.pick(kRareProts) : rng_.pick(kPartProts);
+    Op op = mprotect_op(part, prot, note, thread());
+    if (rng_.percent(10)) op.len -= rng_.between(1, kPage - 1);  // the kernel rounds the length up
+    h.part = part;
+    push(op);
+    uint32_t probes = rng_.between(1, 3);
+    for (uint32_t i = 0; i < probes; ++i) probe_nest(h, part, "nest");
+  }
+
+  // Ruby's YJIT: the area is made writable, filled and made executable; then, over and over, one
+  // page (mostly the one being written, sometimes an older one) read/write, a store to it from the
+  // JIT's thread, and the whole area (or its second half, then its first) read/exec again, after
+  // which the page is probed (a store there faults).
+  void jit_step(Nest &h) {
+    Range w = h.whole;
+    uint8_t jt = h.jit_thread;
+    if (h.whole_calls < 2) {
+      h.next_is_b = h.whole_calls == 1;
+      whole_toggle(h, "jit-fill", jt);
+      if (h.whole_calls == 1) {
+        Op st;
+        st.kind = OpKind::kProbeWrite;
+        st.thread = jt;
+        st.addr = (w.page + rng_.below(w.pages)) * kPage + rng_.pick(kProbeOffsets);
+        st.value = static_cast<uint8_t>(rng_.next() | 1);
+        st.note = "jit";
+        push(st);
+      }
+      return;
+    }
+    Range halves[2] = {w, {}};
+    int n_halves = 1;
+    if (h.halves) {
+      halves[0] = {w.page, w.pages / 2};
+      halves[1] = {w.page + w.pages / 2, w.pages - w.pages / 2};
+      n_halves = 2;
+    }
+    uint32_t written[2] = {0, 0};
+    bool second_first = rng_.percent(50);
+    for (int k = 0; k < n_halves; ++k) {
+      const Range &half = halves[second_first ? n_halves - 1 - k : k];
+      if (half.pages == 0) continue;
+      uint32_t frontier = std::min(h.frontier, half.pages - 1);
+      uint32_t page = rng_.percent(75) ? frontier : rng_.below(frontier + 1);  // older: a patched jump
+      page += half.page;
+      written[k] = page;
+      push(mprotect_op({page, 1}, kRW, "jit-page", jt));
+      Op st;
+      st.kind = OpKind::kProbeWrite;
+      st.thread = jt;
+      st.addr = page * kPage + rng_.pick(kProbeOffsets);
+      st.value = static_cast<uint8_t>(rng_.next() | 1);
+      st.note = "jit";
+      push(st);
+      if (rng_.percent(20)) {  // code that runs past the page's end is written there next
+        if (page + 1 < half.end()) push(mprotect_op({page + 1, 1}, kRW, "jit-page", jt));
+      }
+    }
+    if (rng_.percent(40)) ++h.frontier;
+    // The second half (outlined code) first, as YJIT does, then the first.
+    for (int k = n_halves - 1; k >= 0; --k)
+      push(mprotect_op(halves[k], kRX, h.halves ? "jit-half" : "jit-whole", jt));
+    uint32_t probes = rng_.between(1, 2);
+    for (uint32_t i = 0; i < probes; ++i) {
+      uint32_t page = written[rng_.below(n_halves)];
+      Op op;
+      op.thread = thread();
+      op.note = "jit";
+      uint32_t roll = rng_.below(100);
+      if (roll < 55) {
+        op.kind = OpKind::kProbeRead;
+      } else if (roll < 80) {
+        op.kind = OpKind::kProbeWrite;  // read/exec now: faults
+        op.value = static_cast<uint8_t>(rng_.next() | 1);
+      } else {
+        op.kind = roll < 90 ? OpKind::kSysWrite : OpKind::kSysRead;
+        op.addr = page * kPage + 64;
+        op.len = 64;
+        push(op);
+        continue;
+      }
+      op.addr = page * kPage + rng_.pick(kProbeOffsets);
+      push(op);
+    }
+  }
+
   SplitMix64 rng_;
   GeneratorLimits limits_;
   Program program_;
   std::vector<HotRange> hot_;
+  std::vector<Nest> nests_;
+  uint32_t max_ops_ = 0;
   int8_t owner_[kUsablePages];  // per page: -1 free, else the index of the region that owns it
 };
 
@@ -466,6 +715,16 @@ class Generator {
 
 Program generate_program(uint64_t seed, const GeneratorLimits &limits) {
   return Generator(seed, limits).build();
+}
+
+ProgramKind program_kind(uint64_t seed, KindChoice kinds) {
+  if (kinds == KindChoice::kClassic) return ProgramKind::kClassic;
+  if (kinds == KindChoice::kSubRange) return ProgramKind::kSubRange;
+  // A PRNG of its own (the seed's main stream is left as it was): one seed in four. Of the
+  // salts tried, the first that kept the seeds then in known_divergences_qemu.txt (2, 28, 1162,
+  // 1217) classic; changing it changes which seeds are sub-range programs, and so that list.
+  SplitMix64 draw(seed ^ 0x7375622d72616e68ull);
+  return draw.percent(25) ? ProgramKind::kSubRange : ProgramKind::kClassic;
 }
 
 }  // namespace mpkdiff

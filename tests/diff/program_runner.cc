@@ -169,10 +169,10 @@ std::string ProgramRunner::run(const Program &program, const LineSink &sink) {
     log += line;
   };
   seed_ = program.seed;
-  char header[128];
-  std::snprintf(header, sizeof header, "== seed %llu: %d thread(s), %zu region(s), %zu ops",
+  char header[160];
+  std::snprintf(header, sizeof header, "== seed %llu: %d thread(s), %zu region(s), %zu ops%s",
                 static_cast<unsigned long long>(program.seed), program.threads, program.regions.size(),
-                program.ops.size());
+                program.ops.size(), program.kind == ProgramKind::kSubRange ? ", sub-range program" : "");
   emit(header);
 
   // Holes must be real holes, so the reservation goes away while the program runs.
