@@ -54,7 +54,9 @@ void leave(EngineState &st, ThreadRecord *rec, uint32_t grant) {
   // what the thread is noted to hold may then only grow.
   const bool may_lower = t_handler_depth == 0;
   for (;;) {
-    grant |= rec->pending.exchange(0, std::memory_order_seq_cst);
+    // Pending changes of exact keys are taken whole; on lazy keys lowered_to_state() below takes
+    // what they lower and nothing more.
+    grant |= rec->pending.exchange(0, std::memory_order_seq_cst) & exact_keys(st);
     for (uint32_t m = grant; m; m &= m - 1) {
       int k = __builtin_ctz(m);
       Rights r = want_of(st, rec, k);

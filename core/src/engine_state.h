@@ -106,6 +106,13 @@ inline Rights want_of(const EngineState &st, const ThreadRecord *rec, int k) {
   return d ? static_cast<Rights>(d - 1) : static_cast<Rights>(st.keys[k].rights.load(std::memory_order_seq_cst));
 }
 
+// Keys whose changes reach every thread exactly, grants included: all of them without lazy grants
+// (libmpk.so), else the eager ones (isolated regions, regions asking for eager grants). On the
+// others a sync only ever lowers a thread's right.
+inline uint32_t exact_keys(const EngineState &st) {
+  return st.lazy_grants ? st.eager_mask.load(std::memory_order_acquire) : ~0u;
+}
+
 // PKRU `base` with every key in `keys` set to what the state gives rec.
 uint32_t with_wanted(const EngineState &st, uint32_t base, const ThreadRecord *rec, uint32_t keys);
 // PKRU `base` with every managed key lowered to what the state gives rec (never raised).

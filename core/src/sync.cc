@@ -79,10 +79,12 @@ void sync_handler(int, siginfo_t *, void *uctx) {
         return;  // no ack: the engine falls back to the page table
       }
       uint32_t keys = rec->pending.exchange(0, std::memory_order_seq_cst);
-      uint32_t v = *slot;
+      uint32_t v = *slot, exact = exact_keys(*st);
       for (uint32_t m = keys; m; m &= m - 1) {
         int k = __builtin_ctz(m);
         Rights r = want_of(*st, rec, k);
+        // A lazy key is only ever lowered here: a thread gains rights by its own actions.
+        if (!(exact >> k & 1u) && r > pkru_rights(v, k)) r = pkru_rights(v, k);
         v = pkru_with(v, k, r);
         rec->held[k].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
       }
@@ -206,12 +208,12 @@ uint32_t lowered_to_state(const EngineState &st, uint32_t base, const ThreadReco
 // before it reads the holders and their held[]. So either the revoker sees this thread as a
 // holder, or this thread reads the lowered right. Lowering needs no such care: a held[] that is
 // briefly above the register only costs a signal.
+// The bit is set even when it looks set already: a revoker may be clearing it right now (it
+// clears bits of threads that hold nothing, then looks at held[] again: sync_keys).
 void note_held(EngineState &st, ThreadRecord *rec, int k, Rights r) {
   rec->held[k].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
   if (r == Rights::kNone) return;
-  std::atomic<uint64_t> &w = st.keys[k].holders[rec->index / 64];
-  uint64_t bit = uint64_t{1} << (rec->index % 64);
-  if (!(w.load(std::memory_order_seq_cst) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
+  st.keys[k].holders[rec->index / 64].fetch_or(uint64_t{1} << (rec->index % 64), std::memory_order_seq_cst);
 }
 
 void note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower) {
@@ -331,6 +333,16 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
           int k = __builtin_ctz(m);
           auto held = static_cast<Rights>(r.held[k].load(std::memory_order_seq_cst));
           Rights want = want_of(st, &r, k);
+          if (held == Rights::kNone && !(eager & (1u << k))) {
+            // Holds nothing on k: it leaves k's holders, so later revocations do not even look at
+            // its record (which it writes on its own fast path). Then held[] is read again: a
+            // thread that gained the right meanwhile has set its bit again, or is seen here.
+            std::atomic<uint64_t> &w = st.keys[k].holders[r.index / 64];
+            const uint64_t bit = uint64_t{1} << (r.index % 64);
+            w.fetch_and(~bit, std::memory_order_seq_cst);
+            held = static_cast<Rights>(r.held[k].load(std::memory_order_seq_cst));
+            if (held != Rights::kNone) w.fetch_or(bit, std::memory_order_seq_cst);
+          }
           // Lazy grants: a thread that holds no more than it should is left alone; its next
           // access faults and lazy_grant() repairs it.
           if ((eager & (1u << k)) ? held != want : held > want) need |= 1u << k;
