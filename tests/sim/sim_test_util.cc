@@ -139,17 +139,6 @@ std::string stat_text(const char *name) {
   return json.substr(start, json.find('"', start) - start);
 }
 
-std::string maps_perms(const void *addr) {
-  auto a = reinterpret_cast<uintptr_t>(addr);
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    unsigned long lo, hi;
-    char perms[8];
-    if (std::sscanf(line.c_str(), "%lx-%lx %7s", &lo, &hi, perms) == 3 && a >= lo && a < hi) return perms;
-  }
-  return "";
-}
 
 PublishedRight::Result PublishedRight::check() const {
   uint64_t s1 = state_.load(std::memory_order_seq_cst);

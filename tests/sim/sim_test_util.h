@@ -11,6 +11,8 @@
 // change returned: PublishedRight gives every check that guarantee (or discards it).
 #pragma once
 
+#include "maps_perms.h"
+
 #include <mpk.h>
 
 #include <gtest/gtest.h>
@@ -110,8 +112,6 @@ std::string stats_json();
 uint64_t stat(const char *name);
 std::string stat_text(const char *name);  // a string field ("backend")
 
-// The permission string ("rw-p") of the mapping holding addr in /proc/self/maps; "" if unmapped.
-std::string maps_perms(const void *addr);
 
 // A group's process-wide right and hardware key as one thread publishes them while it changes
 // the right, and the check the other threads make against their own register.

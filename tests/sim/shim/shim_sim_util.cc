@@ -161,16 +161,5 @@ void spin_pause() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
 }
 
-std::string maps_perms(const void *addr) {
-  auto a = reinterpret_cast<uintptr_t>(addr);
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    unsigned long lo, hi;
-    char perms[8];
-    if (std::sscanf(line.c_str(), "%lx-%lx %7s", &lo, &hi, perms) == 3 && a >= lo && a < hi) return perms;
-  }
-  return "";
-}
 
 }  // namespace shimsim

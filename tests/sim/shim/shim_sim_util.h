@@ -9,6 +9,8 @@
 //     and each emulated region's hardware key.
 #pragma once
 
+#include "../maps_perms.h"
+
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -44,7 +46,5 @@ const char *rights_name(int r);
 // ThreadSanitizer delivers the signals it deferred.
 void spin_pause();
 
-// The /proc/self/maps permissions ("rw-p") of the mapping holding addr; "" if unmapped.
-std::string maps_perms(const void *addr);
 
 }  // namespace shimsim
