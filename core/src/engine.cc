@@ -426,7 +426,7 @@ void engine_thread_start(uintptr_t start_routine) {
   uint32_t none = rdpkru();
   for (uint32_t m = managed; m; m &= m - 1) none = pkru_with(none, __builtin_ctz(m), Rights::kNone);
   wrpkru(none);
-  s.grant = st->lazy_grants ? st->eager_mask.load(std::memory_order_acquire) : managed;
+  s.grant = managed & exact_keys(*st);
 }
 
 void engine_thread_exit() {

@@ -136,7 +136,7 @@ bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot
       return c;
     }
     Rights old_r = rights_of(old), now = rights_of(prot);
-    bool eager = st.eager_mask.load(kRelaxed) >> k & 1u;  // a region asking for eager grants
+    bool eager = exact_keys(st) >> k & 1u;  // a region asking for eager grants
     c.revoked = publish(ks, old_r, now) || (eager && now != old_r);
     c.set_own = true;
     c.own = now;
@@ -170,7 +170,7 @@ bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc) {
     Rights old_r = rights_of(old), now = rights_of(prot);
     // Eager grants (libmpk.so's API without the shim): every thread takes a grant now, as it
     // takes a revocation; sync_keys decides whom to signal.
-    bool eager = !st.lazy_grants || (st.eager_mask.load(kRelaxed) >> k & 1u);
+    bool eager = exact_keys(st) >> k & 1u;
     c.revoked = publish(ks, old_r, now) || (eager && now != old_r);
     c.set_own = true;
     c.own = want_of(st, t_self, k);

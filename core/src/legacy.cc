@@ -328,13 +328,12 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
   if (j >= 0 && prot != PROT_EXEC) {
     // Part of a group: a page-level exception. The sub-range goes to key 0 at exactly prot (the
     // kernel's answer is the call's), the group keeps its key for the rest, and nothing is
-    // dissolved: a JIT that opens one page of its code area at a time does not thrash. Unless
-    // the sub-range is toggled more often than the group as a whole (a large reservation whose
-    // halves are the real code areas): then the group gives way and the sub-range is promoted.
+    // dissolved: a JIT that opens one page of its code area at a time does not thrash. A group
+    // cut kCutsBeforeSplit times and never set whole since it became one (a large reservation
+    // whose halves are the real code areas) gives way instead. Exceptions do not count towards
+    // their own promotion: once the group is gone ranges are counted afresh, and the ones the
+    // program really sets whole become the groups.
     PageGroup *g = ls->groups[j];
-    // Gives way: cut kCutsBeforeSplit times and never set whole since it became a group. The
-    // exceptions are not counted towards their own promotion: ranges are counted afresh once the
-    // group is gone, and the ones the program really toggles whole become the groups.
     bool gives_way = g->toggles == 0 && g->cuts + 1 >= kCutsBeforeSplit;
     if (!gives_way && g->nexcepts < PageGroup::kMaxExcepts) {
       KeyLock kl(*st, g->hw_key);

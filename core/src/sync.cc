@@ -284,7 +284,7 @@ void reap_thread(EngineState &st, ThreadRecord *r) {
 bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap) {
   if (!keys) return true;
   // Eager keys must reach every thread (grants too); lazy ones only threads that hold more.
-  const uint32_t eager = st.lazy_grants ? keys & st.eager_mask.load(std::memory_order_acquire) : keys;
+  const uint32_t eager = keys & exact_keys(st);
 
   // Who to look at: the union of the keys' holder sets, and every live thread for eager keys.
   const int kWords = st.threads.words();

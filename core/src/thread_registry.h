@@ -81,17 +81,6 @@ class ThreadRegistry {
     for (int i = 0; i < hi; ++i)
       if (records_[i].tid.load(std::memory_order_acquire) > 0) f(records_[i]);
   }
-  // Calls f for each live record whose bit is set in `set` (a bitmap of record indices).
-  template <typename F>
-  void for_each_in(const std::atomic<uint64_t> *set, F &&f) const {
-    int words = (high_water_.load(std::memory_order_acquire) + 63) / 64;
-    for (int w = 0; w < words; ++w) {
-      for (uint64_t b = set[w].load(std::memory_order_seq_cst); b; b &= b - 1) {
-        ThreadRecord &r = records_[w * 64 + __builtin_ctzll(b)];
-        if (r.tid.load(std::memory_order_acquire) > 0) f(r);
-      }
-    }
-  }
   const std::atomic<uint64_t> *live_set() const { return live_; }
   // Words of a record bitmap in use (records below the high-water mark).
   int words() const { return (high_water_.load(std::memory_order_acquire) + 63) / 64; }
