@@ -35,7 +35,7 @@
 #include <cstring>
 
 #include "key_backend.h"
-#include "stats_page.h"
+#include "stats_page_open.h"
 
 namespace {
 
@@ -96,24 +96,9 @@ void *work(void *arg) {
 const mpk::StatsPage *g_stats = nullptr;
 
 void open_stats_page() {
-  char path[64];
-  std::snprintf(path, sizeof path, "/dev/shm/libmpk-%d.stats", static_cast<int>(getpid()));
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  struct stat st;
-  if (fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) >= sizeof(mpk::StatsPage)) {
-    void *p = mmap(nullptr, sizeof(mpk::StatsPage), PROT_READ, MAP_SHARED, fd, 0);
-    if (p != MAP_FAILED) {
-      auto *page = static_cast<const mpk::StatsPage *>(p);
-      if (page->magic == mpk::kStatsMagic && page->layout == mpk::kStatsLayout) {
-        g_stats = page;
-      } else {
-        std::fprintf(stderr, "legacy_toggle_bench: %s has another layout: counters not read\n", path);
-        munmap(p, sizeof(mpk::StatsPage));
-      }
-    }
-  }
-  close(fd);
+  char why[256];
+  g_stats = mpk::open_stats_page(getpid(), why, sizeof why);
+  if (!g_stats && getenv("LD_PRELOAD")) std::fprintf(stderr, "legacy_toggle_bench: %s\n", why);
 }
 
 struct Counts {

@@ -1,4 +1,5 @@
-// load.cc - load_policy(): a TOML file to a Policy, every error as FILE:LINE:COLUMN: message.
+// load.cc - load_policy(): a TOML file to a Policy, every error as FILE:LINE:COLUMN: message;
+// load_policy_text() does the same for text already in memory.
 //
 // Runs once at start-up, so it may allocate (toml++ does). toml++ is used header-only and
 // without exceptions (TOML_EXCEPTIONS=0, set by the build): parse() returns a parse_result.
@@ -18,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include <toml++/toml.h>
+#include "toml_parser.h"
 
 #include "policy.h"
 #include "values.h"
@@ -44,10 +45,36 @@ std::vector<Entry> in_file_order(const toml::table &t) {
   return v;
 }
 
+// A message is one line on stderr, printed before the program's main, and it quotes the file:
+// values (found()), key names, and what toml++ saw where it stopped. Control characters in
+// those bytes are escaped (\n, \t, \r, \xNN, NUL included), so that the file can neither
+// break the line nor send the terminal escape sequences, and a NUL cannot cut the message short.
+std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c != 0x7f) {
+      out += ch;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else {
+      char hex[5];
+      snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
 std::string quoted(std::string_view s) {
   std::string q = "\"";
-  if (s.size() > 80) q.append(s.substr(0, 77)).append("...");
-  else q.append(s);
+  if (s.size() > 80) q.append(printable(s.substr(0, 77))).append("...");
+  else q.append(printable(s));
   return q + "\"";
 }
 
@@ -152,7 +179,7 @@ class Loader {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (err_len_) snprintf(err_, err_len_, "%s: %s", path_, msg);
+    if (err_len_) snprintf(err_, err_len_, "%s: %s", printable(path_).c_str(), printable(msg).c_str());
     return false;
   }
 
@@ -162,7 +189,9 @@ class Loader {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (err_len_) snprintf(err_, err_len_, "%s:%u:%u: %s", path_, at.line, at.column, msg);
+    if (err_len_)
+      snprintf(err_, err_len_, "%s:%u:%u: %s", printable(path_).c_str(), at.line, at.column,
+               printable(msg).c_str());
     return false;
   }
 
@@ -238,7 +267,7 @@ class Loader {
   }
 
   bool unknown_key(const toml::key &k, std::span<const char *const> known) {
-    return fail_at(k.source().begin, "unknown key '%s'%s (%s)", std::string(k.str()).c_str(),
+    return fail_at(k.source().begin, "unknown key '%s'%s (%s)", printable(k.str()).c_str(),
                    ctx_.c_str(), key_hint(k.str(), known).c_str());
   }
 
@@ -332,7 +361,7 @@ bool Loader::load_setting(const toml::key &k, const toml::node &n) {
     else memcpy(s.log_path, buf, sizeof buf);
   } else if (n.is_table()) {
     return fail_at(k.source().begin, "unknown table [%s] (the only tables are [[region]] and [[region.thread]])",
-                   std::string(key).c_str());
+                   printable(key).c_str());
   } else {
     return unknown_key(k, kRootKeys);
   }
@@ -620,18 +649,32 @@ bool load_policy(const char *path, Policy *out, char *err, size_t err_len) {
     if (error == EFBIG) return loader.fail_file("larger than %zu bytes: not a policy file", kMaxFileBytes);
     return loader.fail_file("cannot read: %s", strerror(error));
   }
+  return load_policy_text(path, text.data(), text.size(), out, err, err_len);
+}
 
-  toml::parse_result parsed = toml::parse(std::string_view(text), std::string_view(path));
+bool load_policy_text(const char *name, const char *text, size_t len, Policy *out, char *err, size_t err_len) {
+  init_defaults(out);
+  if (err_len) err[0] = 0;
+  if (!name || !*name) {
+    if (err_len) snprintf(err, err_len, "(no file): the configuration path is empty");
+    return false;
+  }
+  Loader loader(name, out, err, err_len);
+  if (strlen(name) > kSourcePathMax) return loader.fail_file("path longer than %zu characters", kSourcePathMax);
+  if (len > kMaxFileBytes) return loader.fail_file("larger than %zu bytes: not a policy file", kMaxFileBytes);
+  std::string_view view(text ? text : "", text ? len : 0);
+
+  toml::parse_result parsed = toml::parse(view, std::string_view(name));
   if (!parsed) {
     const toml::parse_error &e = parsed.error();
-    loader.fail_at(e.source().begin, "invalid TOML: %s", std::string(e.description()).c_str());
-    out->settings.on_error = says_passthrough(text) ? OnError::kPassthrough : OnError::kFail;
+    loader.fail_at(e.source().begin, "invalid TOML: %s", printable(e.description()).c_str());
+    out->settings.on_error = says_passthrough(view) ? OnError::kPassthrough : OnError::kFail;
     return false;
   }
 
   const toml::table &root = parsed.table();
   if (loader.load(root) && unwinder_available(*out, &loader)) {
-    memcpy(out->source, path, strlen(path) + 1);
+    memcpy(out->source, name, strlen(name) + 1);
     return true;
   }
   // Keep on_error when the file states it validly, so the caller can honour it.

@@ -121,6 +121,14 @@ void init_defaults(Policy *out);
 // on_error even for a file that does not parse.
 bool load_policy(const char *path, Policy *out, char *err, size_t err_len);
 
+// The same for `len` bytes of policy text already in memory (not NUL-terminated); `name` stands
+// for the file in messages and becomes Policy::source. load_policy() reads the file and calls
+// this, so both accept and reject exactly the same text. Any bytes are safe to pass: whatever
+// they are, the result is a Policy or an error message, and text over 1 MiB is refused as a file
+// that large would be.
+bool load_policy_text(const char *name, const char *text, size_t len, Policy *out, char *err,
+                      size_t err_len);
+
 // The first region, in file order, whose criteria all hold for the mapping; nullptr if none.
 // Caller criteria are evaluated last, and only for a region whose other criteria all hold.
 const Region *match_region(const Policy &policy, const MappingInfo &info);

@@ -12,8 +12,7 @@
 #include "shim.h"
 
 MPK_EXPORT void *dlopen(const char *file, int mode) {
-  static constinit std::atomic<void *> real{nullptr};
-  auto f = reinterpret_cast<void *(*)(const char *, int)>(mpk::real_next("dlopen", real));
+  auto f = MPK_REAL(dlopen);
   if (mode & RTLD_DEEPBIND) MPK_LOG(kDebug, "dlopen(%s): RTLD_DEEPBIND dropped", file ? file : "(main)");
   return f(file, mode & ~RTLD_DEEPBIND);
 }

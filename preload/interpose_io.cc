@@ -39,8 +39,7 @@ bool repair(const struct iovec *iov, int n) {
 // (or its iovec array and count). After an EFAULT a repair that changed something retries.
 #define MPK_IO_WRAPPER(RET, NAME, PARAMS, ARGS, BUF, LEN)                                \
   MPK_EXPORT RET NAME PARAMS {                                                           \
-    static constinit std::atomic<void *> real_slot{nullptr};                             \
-    auto real = reinterpret_cast<RET(*) PARAMS>(mpk::real_next(#NAME, real_slot));       \
+    auto real = MPK_REAL(NAME);                                                          \
     catch_up(BUF, LEN);                                                                  \
     RET r = real ARGS;                                                                   \
     if (r < 0 && errno == EFAULT && repair(BUF, LEN)) r = real ARGS;                     \

@@ -1,4 +1,4 @@
-// interpose_mm.cc - mmap, munmap, mprotect, mremap and the pkey calls.
+// interpose_mm.cc - mmap, munmap, mprotect and mremap.
 //
 // Each goes through the legacy emulation (core/src/legacy.h), which passes straight to the kernel
 // for anything that is not, or does not touch, an emulated page group. Before the shim is ready
@@ -37,19 +37,4 @@ MPK_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ..
   return c_ptr(mpk::legacy_mremap(old, old_len, new_len, flags, new_addr));
 }
 
-MPK_EXPORT int pkey_mprotect(void *addr, size_t len, int prot, int pkey) {
-  return c_ret(mpk::legacy_pkey_mprotect(addr, len, prot, pkey));
-}
-
-MPK_EXPORT int pkey_alloc(unsigned int flags, unsigned int rights) {
-  int k = mpk::sys::pkey_alloc(flags, rights);
-  if (k > 0) mpk::legacy_note_program_key();
-  return c_ret(k);
-}
-
-// The shim's own keys are not the program's to free: the kernel's answer for a key the program
-// never allocated.
-MPK_EXPORT int pkey_free(int pkey) {
-  if (mpk::legacy_owns_key(pkey)) return c_ret(-EINVAL);
-  return c_ret(mpk::sys::pkey_free(pkey));
-}
+// pkey_alloc, pkey_free, pkey_mprotect (and syscall() with their numbers): interpose_pkey.cc.

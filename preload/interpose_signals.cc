@@ -25,6 +25,7 @@
 #include "legacy.h"
 #include "raw_log.h"
 #include "shim.h"
+#include "signal_defer.h"
 #include "stats.h"
 #include "isolation.h"
 #include "sync.h"
@@ -46,6 +47,12 @@ struct ProgramAction {
 constinit ProgramAction g_actions[NSIG];
 constinit std::atomic_flag g_sig_lock = ATOMIC_FLAG_INIT;
 constinit std::atomic<bool> g_installed{false};
+
+}  // namespace
+
+thread_local uint64_t t_handlers_run __attribute__((tls_model("initial-exec"))) = 0;
+
+namespace {
 
 // Does the program (not the kernel) block SIGSEGV in this thread right now?
 thread_local bool t_segv_blocked __attribute__((tls_model("initial-exec"))) = false;
@@ -83,6 +90,8 @@ void call_program_handler(const struct sigaction &a, int sig, siginfo_t *si, voi
 
 void trampoline(int sig, siginfo_t *si, void *uc) {
   HandlerPkru frame;  // first: models the kernel's PKRU handling for simulated keys
+  // The thread was inside the engine: the handler runs when it leaves (signal_defer.h).
+  if (defer_signal_inside_engine(sig, si)) return;
   int saved = errno;
   adopt_thread_rights(uc);
   struct sigaction a = read_action(sig);
@@ -91,6 +100,7 @@ void trampoline(int sig, siginfo_t *si, void *uc) {
   if (sigismember(&a.sa_mask, SIGSEGV)) t_segv_blocked = true;
   errno = saved;
   ++t_handler_depth;
+  ++t_handlers_run;
   if (is_function(a)) call_program_handler(a, sig, si, uc);
   --t_handler_depth;
   saved = errno;
@@ -165,6 +175,8 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
     default_action(si);  // the kernel kills a thread that faults with SIGSEGV blocked
   } else if (t_segv_blocked) {
     MPK_LOG(kDebug, "SIGSEGV sent to a thread that blocks it; dropped");
+  } else if (sent && defer_signal_inside_engine(sig, si)) {
+    // A sent SIGSEGV that interrupted the engine: the handler runs when the thread leaves it.
   } else if (is_function(a)) {
     adopt_thread_rights(uc);
     if (a.sa_flags & SA_RESETHAND) {
@@ -179,6 +191,7 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
     sys::raw(SYS_rt_sigprocmask, SIG_BLOCK, (long)&mask, (long)&old, sizeof(long));
     errno = saved;
     ++t_handler_depth;
+    ++t_handlers_run;
     call_program_handler(a, sig, si, uc);
     --t_handler_depth;
     saved = errno;
@@ -210,6 +223,7 @@ void trap_handler(int sig, siginfo_t *si, void *uc) {
   if (is_function(a)) {
     adopt_thread_rights(uc);
     ++t_handler_depth;
+    ++t_handlers_run;
     call_program_handler(a, sig, si, uc);
     --t_handler_depth;
   } else if (a.sa_handler == SIG_DFL) {
@@ -258,17 +272,20 @@ void signals_install(bool audit_steps) {
     return;
   }
   g_installed.store(true, std::memory_order_release);
+  altstack_enable();
 }
 
-void strip_mask(int how, const sigset_t *in, sigset_t *out) {
-  *out = *in;
+bool strip_mask(int how, const sigset_t *in, sigset_t *out) {
+  if (!sync_signal_number() && !shim_signals_on()) return false;  // pass-through: the program's own
+  if (!read_sigset(in, out)) return false;
   if (int s = sync_signal_number()) sigdelset(out, s);
-  if (!shim_signals_on()) return;
+  if (!shim_signals_on()) return true;
   bool segv = sigismember(in, SIGSEGV);
   if (how == SIG_BLOCK && segv) t_segv_blocked = true;
   if (how == SIG_UNBLOCK && segv) t_segv_blocked = false;
   if (how == SIG_SETMASK) t_segv_blocked = segv;
   sigdelset(out, SIGSEGV);
+  return true;
 }
 
 bool segv_view() { return shim_signals_on() && t_segv_blocked; }
@@ -333,8 +350,6 @@ MPK_EXPORT sighandler_t signal(int sig, sighandler_t handler) { return signal_vi
 
 namespace {
 using mask_fn = int (*)(int, const sigset_t *, sigset_t *);
-mask_fn resolve(const char *name, std::atomic<void *> &slot) { return reinterpret_cast<mask_fn>(real_next(name, slot)); }
-constinit std::atomic<void *> g_sigprocmask{nullptr}, g_pthread_sigmask{nullptr};
 
 // The program's view of the old mask is taken before the new mask changes it; a call the kernel
 // rejects leaves the view as it was.
@@ -343,8 +358,7 @@ int masked_call(mask_fn real, int how, const sigset_t *set, sigset_t *old) {
   int rc;
   if (set && (how == SIG_BLOCK || how == SIG_UNBLOCK || how == SIG_SETMASK)) {
     sigset_t fixed;
-    strip_mask(how, set, &fixed);
-    rc = real(how, &fixed, old);
+    rc = real(how, strip_mask(how, set, &fixed) ? &fixed : set, old);
     if (rc != 0) set_segv_view(before);
   } else {
     rc = real(how, set, old);
@@ -355,9 +369,9 @@ int masked_call(mask_fn real, int how, const sigset_t *set, sigset_t *old) {
 }  // namespace
 
 MPK_EXPORT int sigprocmask(int how, const sigset_t *set, sigset_t *old) {
-  return masked_call(resolve("sigprocmask", g_sigprocmask), how, set, old);
+  return masked_call(MPK_REAL(sigprocmask), how, set, old);
 }
 
 MPK_EXPORT int pthread_sigmask(int how, const sigset_t *set, sigset_t *old) {
-  return masked_call(resolve("pthread_sigmask", g_pthread_sigmask), how, set, old);
+  return masked_call(MPK_REAL(pthread_sigmask), how, set, old);
 }

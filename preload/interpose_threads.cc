@@ -19,8 +19,7 @@
 #include "sys.h"
 
 MPK_EXPORT int pthread_setname_np(pthread_t thread, const char *name) {
-  static constinit std::atomic<void *> real{nullptr};
-  auto f = reinterpret_cast<int (*)(pthread_t, const char *)>(mpk::real_next("pthread_setname_np", real));
+  auto f = MPK_REAL(pthread_setname_np);
   int rc = f(thread, name);
   if (rc == 0) mpk::isolation_rescan();
   return rc;

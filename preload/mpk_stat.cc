@@ -13,7 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "stats_page.h"
+#include "stats_page_open.h"
 
 namespace {
 
@@ -42,28 +42,10 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "mpk-stat: no process %ld\n", pid);
     return 1;
   }
-  char path[64];
-  std::snprintf(path, sizeof path, "/dev/shm/libmpk-%ld.stats", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    std::fprintf(stderr, "mpk-stat: process %ld publishes no statistics (%s: %s); is it running under "
-                         "libmpk_shim.so on a CPU with protection keys?\n", pid, path, std::strerror(errno));
-    return 1;
-  }
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || static_cast<size_t>(sb.st_size) < sizeof(mpk::StatsPage)) {
-    std::fprintf(stderr, "mpk-stat: %s is not a statistics page of this version\n", path);
-    return 1;
-  }
-  void *p = mmap(nullptr, sizeof(mpk::StatsPage), PROT_READ, MAP_SHARED, fd, 0);
-  close(fd);
-  if (p == MAP_FAILED) {
-    std::fprintf(stderr, "mpk-stat: cannot map %s: %s\n", path, std::strerror(errno));
-    return 1;
-  }
-  const auto *page = static_cast<const mpk::StatsPage *>(p);
-  if (page->magic != mpk::kStatsMagic || page->layout != mpk::kStatsLayout || page->pid != pid) {
-    std::fprintf(stderr, "mpk-stat: %s was written by another version of the shim or another process\n", path);
+  char why[256];
+  const mpk::StatsPage *page = mpk::open_stats_page(pid, why, sizeof why);
+  if (!page) {
+    std::fprintf(stderr, "mpk-stat: %s\n", why);
     return 1;
   }
   static char buf[1 << 16];

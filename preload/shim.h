@@ -33,9 +33,19 @@ inline void *c_ptr(void *p) {
 void signals_install(bool audit_steps);
 // The program's view of its signal mask: the shim keeps SIGSEGV and the sync signal deliverable,
 // and remembers whether the program wanted SIGSEGV blocked in this thread.
-// strip_mask() copies a mask without them and records the program's SIGSEGV wish.
-void strip_mask(int how, const sigset_t *in, sigset_t *out);
+// strip_mask() copies a mask without them and records the program's SIGSEGV wish; false (nothing
+// recorded) when `in` cannot be read, and the caller hands the kernel the program's own pointer
+// so that the answer is the kernel's EFAULT.
+bool strip_mask(int how, const sigset_t *in, sigset_t *out);
+// Copies the part of a sigset the kernel reads, without faulting: false if it is unreadable.
+bool read_sigset(const sigset_t *in, sigset_t *out);
 bool segv_view();
+// From now on sigaltstack gives a small alternate stack room for the shim's handler
+// (interpose_altstack.cc); called once the shim handles SIGSEGV.
+void altstack_enable();
+// How many program handlers this thread has run (a waiting call interrupted by the sync signal
+// alone is resumed: interpose_sigwait.cc).
+extern thread_local uint64_t t_handlers_run __attribute__((tls_model("initial-exec")));
 void set_segv_view(bool blocked);
 
 }  // namespace mpk::shim

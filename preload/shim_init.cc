@@ -7,6 +7,7 @@
 // ("%p" in the path becomes the process id).
 #include "engine.h"
 #include "legacy.h"
+#include "libc_real.h"
 #include "policy_hooks.h"
 #include "raw_log.h"
 #include "shim.h"
@@ -19,6 +20,7 @@ namespace {
 
 __attribute__((constructor(101))) void shim_start() {
   mpk::stats_file_remember();
+  mpk::real_resolve_all();  // before any wrapper can run in a signal handler
   mpk::shim::PolicyChoice pc = mpk::shim::policy_load();
   if (pc.off) return;
   int rc = mpk::engine_init(pc.evict_rate);

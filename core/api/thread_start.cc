@@ -11,6 +11,7 @@
 #include <atomic>
 
 #include "engine.h"
+#include "libc_real.h"
 #include "raw_log.h"
 
 namespace {
@@ -25,20 +26,7 @@ struct StartArgs {
 };
 constexpr int kPool = 4096;
 constinit StartArgs g_pool[kPool];
-constinit std::atomic<create_fn> g_real_create{nullptr};
-
-create_fn real_create() {
-  create_fn f = g_real_create.load(std::memory_order_acquire);
-  if (!f) {
-    f = reinterpret_cast<create_fn>(dlsym(RTLD_NEXT, "pthread_create"));
-    if (!f) {
-      mpk::raw_log(mpk::LogLevel::kError, "cannot resolve the real pthread_create: %s", dlerror());
-      __builtin_trap();
-    }
-    g_real_create.store(f, std::memory_order_release);
-  }
-  return f;
-}
+create_fn real_create() { return MPK_REAL(pthread_create); }
 
 void *trampoline(void *p) {
   auto *a = static_cast<StartArgs *>(p);

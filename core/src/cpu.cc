@@ -2,6 +2,7 @@
 
 #include <cpuid.h>
 
+#include "pkey_gate.h"
 #include "sys.h"
 
 namespace mpk {
@@ -23,7 +24,7 @@ CpuInfo probe() {
     int k = sys::pkey_alloc(0, 0);
     if (k > 0) {
       c.pkey_syscalls = true;
-      sys::pkey_free(k);
+      pkey_gate_call(SYS_pkey_free, k);  // through the gate: a filter inherited across exec may guard k
     }
   }
   return c;

@@ -12,8 +12,10 @@
 #include "fast_path.h"
 #include "heap.h"
 #include "isolation.h"
+#include "libc_real.h"
 #include "page_group.h"
 #include "raw_log.h"
+#include "self_check.h"
 #include "stats.h"
 #include "stats_page.h"
 #include "sync.h"
@@ -107,17 +109,21 @@ void unlock_all_keys(EngineState &st) {
 void atfork_prepare() {
   EngineState *st = state();
   if (!st) return;
+  engine_enter();  // until the parent or child handler: the locks are held across fork
   wrpkru(inside_meta(rdpkru()));
   if (ThreadRecord *rec = self_record(*st)) rec->in_lib.fetch_add(1, std::memory_order_seq_cst);
   pthread_mutex_lock(&g_lock);
   lock_all_keys(*st);
+  roots_fork_prepare();  // last: a roots writer never waits for the locks above
 }
 void atfork_parent() {
   EngineState *st = state();
   if (!st) return;
+  roots_fork_parent();
   unlock_all_keys(*st);
   pthread_mutex_unlock(&g_lock);
   leave(*st, t_self, 0);
+  engine_exit();
 }
 void atfork_child() {
   EngineState *st = state();
@@ -129,9 +135,11 @@ void atfork_child() {
   if (self) self->tid.store(sys::gettid(), std::memory_order_seq_cst);
   sync_after_fork(*st);
   stats_page_after_fork();
+  roots_fork_child();
   unlock_all_keys(*st);
   pthread_mutex_unlock(&g_lock);
   leave(*st, self, 0);
+  engine_exit();
 }
 
 void thread_exit_destructor(void *) { engine_thread_exit(); }
@@ -169,6 +177,7 @@ int engine_init(int evict_rate) {
     return 0;
   }
   configure_logging();
+  real_resolve_all();
   // The backend is chosen once, before any key exists (key_backend.h).
   if (simulation_requested()) {
     g_backend = Backend::kSimulated;
@@ -188,6 +197,19 @@ int engine_init(int evict_rate) {
     MPK_LOG(kError, "cannot allocate the metadata key: %d", meta);
     return meta == -ENOSPC ? -ENOSPC : -ENOTSUP;
   }
+  const int sync_signal = g_opt_sync_signal ? g_opt_sync_signal
+                                            : parse_env_int("MPK_SYNC_SIGNAL", SIGRTMAX - 2, SIGRTMIN, SIGRTMAX);
+  if (g_backend == Backend::kHardware) {
+    // Before any key protects anything: what the sync handler and lazy grants rely on.
+    if (const char *why = pkru_self_check(sync_signal, meta)) {
+      key_free(meta);
+      g_backend = Backend::kNone;
+      note_inactive_reason(why);
+      pthread_mutex_unlock(&g_init_lock);
+      MPK_LOG(kError, "self-check failed: %s; protection keys are not used", why);
+      return -ENOTSUP;
+    }
+  }
   if (!g_arena.init(meta)) {
     key_free(meta);
     g_backend = Backend::kNone;
@@ -201,7 +223,7 @@ int engine_init(int evict_rate) {
   // Leave keys for other pkey users: by default at least one besides the metadata key.
   st->key_budget = g_opt_key_budget ? g_opt_key_budget : parse_env_int("MPK_KEY_BUDGET", 13, 1, 14);
   st->evict_rate = evict_rate;
-  st->sync_signal = g_opt_sync_signal ? g_opt_sync_signal : parse_env_int("MPK_SYNC_SIGNAL", SIGRTMAX - 2, SIGRTMIN, SIGRTMAX);
+  st->sync_signal = sync_signal;
   int rc = 0;
   if (!st->threads.init(g_arena)) rc = -ENOMEM;
   if (!rc) rc = sync_install(*st);
@@ -222,6 +244,7 @@ int engine_init(int evict_rate) {
   pthread_setspecific(st->exit_key, t_self);
   pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
   g_state.store(st, std::memory_order_release);
+  roots_seal();  // every root is in place: read-only from now on
   leave(*st, t_self ? (t_self->in_lib.store(1), t_self) : nullptr, 0);
   pthread_mutex_unlock(&g_init_lock);
   MPK_LOG(kInfo, "ready: metadata key %d, up to %d group keys, sync signal %d, membarrier %d", meta,

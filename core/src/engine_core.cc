@@ -17,18 +17,17 @@
 
 namespace mpk {
 
-constinit MetaArena g_arena;
-constinit std::atomic<EngineState *> g_state{nullptr};
 constinit pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-constinit int g_meta_key = 0;
-constinit uint32_t g_meta_mask = 0;
-constinit std::atomic<uint32_t> g_managed_keys{0};
-constinit std::atomic<int> g_sync_signal{0};
 thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec"))) = nullptr;
+
+void self_rec_corrupt(const void *p) {
+  raw_log(LogLevel::kError, "this thread's record pointer (%p) was overwritten: stopping", p);
+  __builtin_trap();
+}
 
 // The calling thread's record, registering it if it arrived some way we did not see.
 ThreadRecord *self_record(EngineState &st) {
-  if (t_self) return t_self;
+  if (ThreadRecord *self = self_rec(st)) return self;
   ThreadRecord *r = st.threads.find(sys::gettid());
   if (!r) r = register_unknown(st);
   t_self = r;
@@ -188,7 +187,10 @@ int take_new_key(EngineState &st) {
   // noted as its holders (register_unknown) until their first sync.
   st.cache.make_available(k);
   st.managed_mask.fetch_or(1u << k, std::memory_order_seq_cst);
-  g_managed_keys.fetch_or(1u << k, std::memory_order_seq_cst);
+  if (!(g_managed_keys.load(std::memory_order_relaxed) & (1u << k))) {
+    RootsWrite w;
+    g_managed_keys.fetch_or(1u << k, std::memory_order_seq_cst);
+  }
   stats_page().hw_keys.store(st.keys_taken, std::memory_order_relaxed);
   return k;
 }

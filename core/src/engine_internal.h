@@ -12,6 +12,7 @@
 
 #include "engine_state.h"
 #include "page_group.h"
+#include "signal_defer.h"
 
 namespace mpk {
 
@@ -42,12 +43,14 @@ class KeyLock {
   static void release(KeyState &ks) { ks.lock.store(0, std::memory_order_release); }
 
  private:
+  EngineEntry entry_;  // first: marked inside the engine before the lock is taken
   KeyState *ks_;
   bool owned_;
 };
 
 // A critical section: metadata writable for this thread, the thread marked inside the engine.
 struct Section {
+  EngineEntry entry;  // first: marked inside the engine before anything else, cleared last
   EngineState &st;
   ThreadRecord *rec;
   uint32_t grant = 0;  // keys whose rights this thread's operation changed for itself (leave)
@@ -67,6 +70,7 @@ struct Section {
 };
 
 struct Locked {
+  EngineEntry entry;  // constructed before the lock is taken, destroyed after it is released
   Locked() { pthread_mutex_lock(&g_lock); }
   ~Locked() { pthread_mutex_unlock(&g_lock); }
 };

@@ -19,6 +19,7 @@
 #include "group_table.h"
 #include "key_cache.h"
 #include "meta_arena.h"
+#include "roots.h"
 #include "thread_registry.h"
 
 namespace mpk {
@@ -80,23 +81,33 @@ struct EngineState {
 };
 
 // The metadata arena and the state. g_state is published once, when initialisation finishes.
-extern constinit MetaArena g_arena;
-extern constinit std::atomic<EngineState *> g_state;
+// All of them live in the read-only roots page (roots.h).
+inline constexpr MetaArena &g_arena = g_roots.arena;
+inline constexpr std::atomic<EngineState *> &g_state = g_roots.state;
 extern constinit pthread_mutex_t g_lock;
-extern constinit int g_meta_key;  // 0 before init
-extern constinit uint32_t g_meta_mask;  // PKRU bits of the metadata key
+inline constexpr int &g_meta_key = g_roots.meta_key;           // 0 before init
+inline constexpr uint32_t &g_meta_mask = g_roots.meta_mask;    // PKRU bits of the metadata key
 // Copies, outside the metadata arena, of what code running with an unknown PKRU reads (a thread
 // created before the engine started still has the default PKRU, where the metadata key is
 // closed): the keys the engine owns and the sync signal. Both are set once and only grow.
-extern constinit std::atomic<uint32_t> g_managed_keys;
-extern constinit std::atomic<int> g_sync_signal;
+inline constexpr std::atomic<uint32_t> &g_managed_keys = g_roots.managed_keys;
+inline constexpr std::atomic<int> &g_sync_signal = g_roots.sync_signal;
 
-// The calling thread's record (initial-exec TLS: safe in signal handlers).
+// The calling thread's record (initial-exec TLS: safe in signal handlers). Read it through
+// self_rec(): thread-local memory cannot be sealed with the roots (roots.h), so the pointer is
+// checked to be one of the registry's records before the engine trusts it.
 extern thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec")));
+[[noreturn]] void self_rec_corrupt(const void *p);
 
 // How many program signal handlers this thread is running (the shim's trampolines count them).
 // Inside one, the PKRU written now lasts only until the handler returns.
 extern thread_local int t_handler_depth __attribute__((tls_model("initial-exec")));
+
+inline ThreadRecord *self_rec(const EngineState &st) {
+  ThreadRecord *r = t_self;
+  if (r && !st.threads.owns(r)) [[unlikely]] self_rec_corrupt(r);
+  return r;
+}
 
 // The right the state gives rec on key k: its domain, else its isolation right, else the key's
 // process-wide right. rec may be null (a thread with neither).

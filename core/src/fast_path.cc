@@ -43,10 +43,11 @@ void settle(EngineState &st, ThreadRecord *rec) {
 // the state, a revocation is synced, the caller's right is noted and written, metadata closed.
 template <typename Body>
 bool run(EngineState &st, int k, Body body, int *rc) {
-  ThreadRecord *rec = t_self;
+  ThreadRecord *rec = self_rec(st);
   // A thread the engine has not met, or one inside a program's signal handler (whose PKRU lasts
   // only until the handler returns): the slow path knows what to do with both.
   if (!rec || t_handler_depth || k <= 0 || k >= kHwKeys) return false;
+  EngineEntry entry;  // before the key's lock: a program handler waits until this call is done
   KeyState &ks = st.keys[k];
   std::atomic_signal_fence(std::memory_order_seq_cst);
   const uint64_t acks = rec->acks.load(kRelaxed);

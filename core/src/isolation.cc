@@ -15,8 +15,8 @@ namespace mpk {
 
 namespace {
 
-constinit IsolationHooks g_hooks;
-constinit std::atomic<int> g_isolated{0};  // isolated groups alive
+constexpr IsolationHooks &g_hooks = g_roots.hooks;        // roots.h
+constexpr std::atomic<int> &g_isolated = g_roots.isolated;  // isolated groups alive
 // The key an audit step opened in this thread (0: none).
 thread_local int t_step_key __attribute__((tls_model("initial-exec"))) = 0;
 
@@ -55,11 +55,17 @@ uint32_t apply(EngineState &st, ThreadRecord &r) {
 
 }  // namespace
 
-void isolation_set_hooks(const IsolationHooks &hooks) { g_hooks = hooks; }
+void isolation_set_hooks(const IsolationHooks &hooks) {
+  RootsWrite w;
+  g_hooks = hooks;
+}
 bool isolation_any() { return g_isolated.load(std::memory_order_acquire) > 0; }
 
 void isolation_forget(PageGroup &g) {
-  if (g.isolate) g_isolated.fetch_sub(1, std::memory_order_release);
+  if (g.isolate) {
+    RootsWrite w;
+    g_isolated.fetch_sub(1, std::memory_order_release);
+  }
 }
 
 PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t len, int prot, int region,
@@ -92,7 +98,10 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
     r.iso[k].store(right_for(*g, r), std::memory_order_release);
   });
   sync_keys(st, 1u << k, self);
-  g_isolated.fetch_add(1, std::memory_order_release);
+  {
+    RootsWrite w;
+    g_isolated.fetch_add(1, std::memory_order_release);
+  }
   return g;
 }
 

@@ -17,12 +17,7 @@
 
 namespace mpk {
 
-struct IsolationHooks {
-  // The right (0 none, 1 read, 2 read-write) a thread has on the isolated region `region`.
-  int (*thread_right)(int region, const char *thread_name, const char *start_symbol) = nullptr;
-  // Names a start routine (called outside the engine's lock: it may read symbol tables).
-  void (*describe_start)(uintptr_t routine, char *buf, size_t len) = nullptr;
-};
+// IsolationHooks (roots.h): the policy's answers, kept with the roots.
 void isolation_set_hooks(const IsolationHooks &hooks);
 
 // Caller is inside a Section, holds the lock, and has just mapped [start, start+len) (nobody else

@@ -5,17 +5,21 @@
 #include <cerrno>
 
 #include "cpu.h"
+#include "pkey_gate.h"
 #include "sys.h"
 
 namespace mpk {
 
-constinit Backend g_backend = Backend::kNone;
 thread_local uint32_t t_sim_pkru __attribute__((tls_model("initial-exec"))) = kDefaultPkru;
 
 namespace {
 
 // Simulated keys in use (bit k); key 0 always.
-constinit std::atomic<uint32_t> g_sim_keys{1u};
+constexpr std::atomic<uint32_t> &g_sim_keys = g_roots.sim_keys;
+
+// The engine's keys and the program's (key_backend.h: engine_keys, note_program_key).
+constexpr std::atomic<uint32_t> &g_engine_keys = g_roots.engine_keys;
+constexpr std::atomic<uint32_t> &g_prog_keys = g_roots.program_keys;
 
 // Saved PKRU of the engine's handlers running in this thread, innermost last.
 constexpr int kMaxFrames = 16;
@@ -32,15 +36,57 @@ const char *backend_name(Backend b) {
   }
 }
 
+uint32_t engine_keys() { return g_engine_keys.load(std::memory_order_acquire); }
+uint32_t program_keys() { return g_prog_keys.load(std::memory_order_acquire); }
+
+void note_program_key(int key, bool held) {
+  if (key <= 0 || key >= kHwKeys) return;
+  uint32_t bit = 1u << key;
+  if (((g_prog_keys.load(std::memory_order_acquire) & bit) != 0) == held) return;
+  RootsWrite w;
+  if (held)
+    g_prog_keys.fetch_or(bit, std::memory_order_acq_rel);
+  else
+    g_prog_keys.fetch_and(~bit, std::memory_order_acq_rel);
+}
+
+namespace {
+
+int sim_key_alloc(unsigned flags, unsigned rights);
+
+}  // namespace
+
 int key_alloc(unsigned flags, unsigned rights) {
-  if (!simulated()) return sys::pkey_alloc(flags, rights);
+  int k = simulated() ? sim_key_alloc(flags, rights) : sys::pkey_alloc(flags, rights);
+  if (k > 0 && k < kHwKeys) {
+    RootsWrite w;
+    g_engine_keys.fetch_or(1u << k, std::memory_order_seq_cst);
+    // The kernel handed it out, so the program does not hold it (any note saying so is stale: a
+    // pkey_free the shim did not see).
+    if (!simulated()) {
+      note_program_key(k, false);
+      pkey_gate_protect(k);  // MPK_SECCOMP=1: raw system calls cannot free or use it either
+    }
+  }
+  return k;
+}
+
+namespace {
+
+int sim_key_alloc(unsigned flags, unsigned rights) {
   if (flags || (rights & ~unsigned{PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE})) return -EINVAL;
   uint32_t used = g_sim_keys.load(std::memory_order_relaxed);
   for (;;) {
-    uint32_t free_keys = ~used & 0xfffeu;
+    // Keys the program holds (real ones, on a CPU with PKU) are never simulated ones too.
+    uint32_t free_keys = ~used & ~g_prog_keys.load(std::memory_order_acquire) & 0xfffeu;
     if (!free_keys) return -ENOSPC;
     int k = __builtin_ctz(free_keys);
-    if (!g_sim_keys.compare_exchange_weak(used, used | (1u << k), std::memory_order_acq_rel)) continue;
+    bool taken;
+    {
+      RootsWrite w;
+      taken = g_sim_keys.compare_exchange_weak(used, used | (1u << k), std::memory_order_acq_rel);
+    }
+    if (!taken) continue;
     // As the kernel does: the new key's initial rights land in the calling thread's register.
     Rights r = (rights & PKEY_DISABLE_ACCESS) ? Rights::kNone
                : (rights & PKEY_DISABLE_WRITE) ? Rights::kRead
@@ -50,15 +96,26 @@ int key_alloc(unsigned flags, unsigned rights) {
   }
 }
 
-int key_free(int key) {
-  if (!simulated()) return sys::pkey_free(key);
+int sim_key_free(int key) {
   if (key <= 0 || key >= kHwKeys) return -EINVAL;
   uint32_t bit = 1u << key;
+  RootsWrite w;
   return (g_sim_keys.fetch_and(~bit, std::memory_order_acq_rel) & bit) ? 0 : -EINVAL;
 }
 
+}  // namespace
+
+int key_free(int key) {
+  int rc = simulated() ? sim_key_free(key) : (int)pkey_gate_call(SYS_pkey_free, key);
+  if (rc == 0 && key > 0 && key < kHwKeys) {
+    RootsWrite w;
+    g_engine_keys.fetch_and(~(1u << key), std::memory_order_seq_cst);
+  }
+  return rc;
+}
+
 int key_mprotect(void *addr, size_t len, int prot, int key) {
-  if (!simulated()) return sys::pkey_mprotect(addr, len, prot, key);
+  if (!simulated()) return (int)pkey_gate_call(SYS_pkey_mprotect, (long)addr, (long)len, prot, key);
   if (key < 0 || key >= kHwKeys || (key && !(g_sim_keys.load(std::memory_order_acquire) & (1u << key))))
     return -EINVAL;
   // The page-table half of pkey_mprotect: the same permission change, no key recorded.

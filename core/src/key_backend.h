@@ -24,12 +24,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "roots.h"
+
 namespace mpk {
 
-enum class Backend : uint8_t { kNone = 0, kHardware = 1, kSimulated = 2 };
-
-// Chosen once by engine_init() before any key exists; read on every PKRU access.
-extern constinit Backend g_backend;
+// Chosen once by engine_init() before any key exists; read on every PKRU access (roots.h).
+inline constexpr Backend &g_backend = g_roots.backend;
 inline bool simulated() { return g_backend == Backend::kSimulated; }
 const char *backend_name(Backend b);
 
@@ -41,6 +41,17 @@ constexpr uint32_t kDefaultPkru = 0x55555554u;  // a new process: key 0 open, 1.
 int key_alloc(unsigned flags, unsigned rights);
 int key_free(int key);
 int key_mprotect(void *addr, size_t len, int prot, int key);
+
+// Who holds which key, for the shim's interposers of the program's own pkey calls
+// (preload/interpose_pkey.cc). Lock-free, allocation-free, async-signal-safe.
+// - engine_keys(): every key key_alloc() returned and key_free() did not take back, set before
+//   key_alloc() returns. To the program these keys look unallocated.
+// - program keys: keys the program allocated through the shim and has not freed. The simulated
+//   pool never hands one out (on hardware the kernel's own allocation map already guarantees it).
+uint32_t engine_keys();
+inline bool engine_key(long key) { return key > 0 && key < 16 && ((engine_keys() >> key) & 1u); }
+void note_program_key(int key, bool held);
+uint32_t program_keys();
 
 // Simulated signal frames. Constructed first thing in every signal handler the engine installs
 // and destroyed last; no-ops on hardware. Nesting is allowed (a signal inside a handler).

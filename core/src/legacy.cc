@@ -35,7 +35,8 @@ struct LegacyState {
   int next_vkey = kFirstVkey;
 };
 
-constinit std::atomic<LegacyState *> g_legacy{nullptr};
+// The emulation's state, published once (its pointer is one of the roots: roots.h).
+LegacyState *legacy_state() { return static_cast<LegacyState *>(g_roots.legacy.load(std::memory_order_acquire)); }
 // Address bounds of every group and tracked range, readable without the lock: calls outside them
 // go straight to the kernel. They only grow (until the process forks or execs).
 constinit std::atomic<uintptr_t> g_lo{UINTPTR_MAX}, g_hi{0};
@@ -248,18 +249,13 @@ void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, Section
   MPK_LOG(kDebug, "range %p+%zu is a page group (key %d, ceiling %d)", (void *)e.start, e.len, g->hw_key, g->ceiling);
 }
 
-// Set while this thread holds the engine's lock in here: the policy's matcher may unwind the
-// stack, and libunwind maps files through the interposed mmap; those calls go straight to the
-// kernel instead of waiting for the lock this thread holds.
-thread_local int t_held __attribute__((tls_model("initial-exec"))) = 0;
-struct Held {
-  Held() { ++t_held; }
-  ~Held() { --t_held; }
-};
-
+// A call made while this thread is inside the engine goes straight to the kernel: the policy's
+// matcher may unwind the stack, and libunwind maps files through the interposed mmap; a signal
+// handler installed behind the shim's back may interrupt the engine (the handlers the shim wraps
+// run only after it: signal_defer.h). Waiting for the lock this thread holds would never end.
 LegacyState *ready_state(EngineState **st) {
   *st = state();
-  return *st && !t_held ? g_legacy.load(std::memory_order_acquire) : nullptr;
+  return *st && !engine_reentered() ? legacy_state() : nullptr;
 }
 
 }  // namespace
@@ -269,15 +265,17 @@ int legacy_init(const LegacyHooks &hooks) {
   if (!st) return -EPERM;
   Section s(*st);
   Locked l;
-  Held h;
-  if (g_legacy.load()) return 0;
+  if (legacy_state()) return 0;
   void *mem = g_arena.alloc(sizeof(LegacyState));
   if (!mem) return -ENOMEM;
   auto *ls = new (mem) LegacyState();
   ls->hooks = hooks;
   st->lazy_grants = true;
   stats_page().active.store(1, std::memory_order_relaxed);
-  g_legacy.store(ls, std::memory_order_release);
+  {
+    RootsWrite w;
+    g_roots.legacy.store(ls, std::memory_order_release);
+  }
   return 0;
 }
 
@@ -292,7 +290,6 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
   if (int rc; fast_legacy_mprotect(*st, start, rlen, prot, fits, &rc)) return rc;
   Section s(*st);
   Locked l;
-  Held h;
   bump_hot(Hot::legacy_calls);
   int i = find_exact(*ls, start, rlen);
   if (i >= 0) {
@@ -375,7 +372,6 @@ int legacy_munmap(void *addr, size_t len) {
     return sys::munmap(addr, len);
   Section s(*st);
   Locked l;
-  Held h;
   // Ordering: the groups leave their keys before the pages go, so a key is never released while a
   // page still carries it (the kernel's reply then is exactly what it would have been).
   clear_span(*st, *ls, start, page_round(len), /*replaced=*/true);
@@ -391,7 +387,6 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
   if (!ls || (!replaces && !ls->hooks.has_isolation)) return sys::mmap(addr, len, prot, flags, fd, off);
   Section s(*st);
   Locked l;
-  Held h;
   if (replaces) clear_span(*st, *ls, start, page_round(len), /*replaced=*/true);
   void *p = sys::mmap(addr, len, prot, flags, fd, off);
   if (sys::mmap_failed(p) || !ls->hooks.has_isolation || !ls->hooks.match) return p;
@@ -437,7 +432,6 @@ void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *
   if (!touches) return sys::mremap(old, old_len, new_len, flags, new_addr);
   Section s(*st);
   Locked l;
-  Held h;
   // The source and any fixed destination leave their groups first; moved pages keep the
   // permission the program gave them.
   clear_span(*st, *ls, start, page_round(old_len ? old_len : 1));
@@ -461,7 +455,6 @@ int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey) {
     return sys::pkey_mprotect(addr, len, prot, pkey);
   Section s(*st);
   Locked l;
-  Held h;
   clear_span(*st, *ls, start, page_round(len));
   return sys::pkey_mprotect(addr, len, prot, pkey);
 }

@@ -8,36 +8,29 @@
 
 namespace mpk {
 
-namespace {
-using sigaction_fn = int (*)(int, const struct sigaction *, struct sigaction *);
-constinit std::atomic<sigaction_fn> g_sigaction{nullptr};
-}  // namespace
+// The section's bounds, from the linker (a section named like an identifier gets them).
+extern "C" RealSlot __start_mpk_real[] __attribute__((weak, visibility("hidden")));
+extern "C" RealSlot __stop_mpk_real[] __attribute__((weak, visibility("hidden")));
 
 int real_sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
-  sigaction_fn f = g_sigaction.load(std::memory_order_acquire);
-  if (!f) {
-    f = reinterpret_cast<sigaction_fn>(dlsym(RTLD_NEXT, "sigaction"));
-    if (!f) f = reinterpret_cast<sigaction_fn>(dlsym(RTLD_DEFAULT, "sigaction"));
-    if (!f) {
-      raw_log(LogLevel::kError, "cannot resolve the real sigaction");
-      __builtin_trap();
-    }
-    g_sigaction.store(f, std::memory_order_release);
-  }
-  return f(sig, act, old);
+  return MPK_REAL(sigaction)(sig, act, old);
 }
 
-void *real_next(const char *name, std::atomic<void *> &slot) {
-  void *f = slot.load(std::memory_order_acquire);
+void *real_next(RealSlot &slot) {
+  void *f = slot.fn.load(std::memory_order_acquire);
+  if (__builtin_expect(f != nullptr, 1)) return f;
+  f = dlsym(RTLD_NEXT, slot.name);
   if (!f) {
-    f = dlsym(RTLD_NEXT, name);
-    if (!f) {
-      raw_log(LogLevel::kError, "cannot resolve the real %s", name);
-      __builtin_trap();
-    }
-    slot.store(f, std::memory_order_release);
+    raw_log(LogLevel::kError, "cannot resolve the real %s", slot.name);
+    __builtin_trap();
   }
+  slot.fn.store(f, std::memory_order_release);
   return f;
+}
+
+void real_resolve_all() {
+  for (RealSlot *s = __start_mpk_real; s && s < __stop_mpk_real; ++s)
+    if (!s->fn.load(std::memory_order_relaxed)) s->fn.store(dlsym(RTLD_NEXT, s->name), std::memory_order_release);
 }
 
 sighandler_t signal_via(int (*act_fn)(int, const struct sigaction *, struct sigaction *), int sig, sighandler_t handler) {

@@ -18,8 +18,8 @@ bool MetaArena::init(int pkey) {
     return false;
   }
   base_ = reinterpret_cast<uintptr_t>(p);
-  bump_ = 0;
-  for (auto &f : free_) f = nullptr;
+  // Fresh pages are zero: no free blocks; the first block starts after the header.
+  hdr().bump = (sizeof(Header) + 63) & ~size_t{63};
   return true;
 }
 
@@ -34,16 +34,17 @@ void *MetaArena::alloc(size_t size) {
   int c = class_of(size);
   if (c > kMaxShift) return nullptr;
   size_t bytes = size_t{1} << c;
-  if (FreeBlock *b = free_[c]) {
-    free_[c] = b->next;
+  Header &h = hdr();
+  if (FreeBlock *b = h.free[c]) {
+    h.free[c] = b->next;
     std::memset(b, 0, bytes);
     return b;
   }
   // Blocks are aligned to their size (up to a page), so page-sized and larger ones start on pages.
   size_t align = bytes < 4096 ? bytes : 4096;
-  size_t at = (bump_ + align - 1) & ~(align - 1);
+  size_t at = (h.bump + align - 1) & ~(align - 1);
   if (at + bytes > kReserve) return nullptr;
-  bump_ = at + bytes;
+  h.bump = at + bytes;
   return reinterpret_cast<void *>(base_ + at);  // fresh reservation pages are zero
 }
 
@@ -55,8 +56,9 @@ void MetaArena::free(void *p, size_t size) {
     sys::raw(SYS_madvise, reinterpret_cast<long>(p), long(size_t{1} << c), MADV_DONTNEED);
   }
   auto *b = static_cast<FreeBlock *>(p);
-  b->next = free_[c];
-  free_[c] = b;
+  Header &h = hdr();
+  b->next = h.free[c];
+  h.free[c] = b;
 }
 
 }  // namespace mpk

@@ -30,10 +30,15 @@ class MetaArena {
 
  private:
   struct FreeBlock { FreeBlock *next; };
+  // The allocator's own state lives in the arena's first bytes, under the metadata key like
+  // everything it hands out: the object itself holds only the base (roots.h keeps it read-only).
+  struct Header {
+    size_t bump;
+    FreeBlock *free[kMaxShift + 1];
+  };
+  Header &hdr() const { return *reinterpret_cast<Header *>(base_); }
   static int class_of(size_t size);
   uintptr_t base_ = 0;
-  size_t bump_ = 0;
-  FreeBlock *free_[kMaxShift + 1] = {};
 };
 
 }  // namespace mpk

@@ -77,6 +77,11 @@ void stats_page_after_fork() {
   }
 }
 
+void note_inactive_reason(const char *why) {
+  StatsPage &p = stats_page();
+  std::strncpy(p.inactive_reason, why, sizeof p.inactive_reason - 1);
+}
+
 int region_claim(const char *name, const char *kind, uint64_t start, uint64_t len) {
   StatsPage &page = stats_page();
   for (int i = 0; i < kRegionSlots; ++i) {
@@ -129,14 +134,14 @@ int stats_page_json(const StatsPage &page, char *buf, int cap, RegionExtra extra
   const HotSlot *hot_slots = &page == &stats_page() ? g_hot_at.load(std::memory_order_acquire) : page.hot;
   auto hot = [&](Hot h) { return (unsigned long)hot_total(hot_slots, h); };
   int n = format_to(buf, cap,
-                    "{\"version\":\"%s\",\"pid\":%d,\"active\":%s,\"backend\":\"%s\",\"wrpkru\":%lu,"
+                    "{\"version\":\"%s\",\"pid\":%d,\"active\":%s,\"backend\":\"%s\",\"inactive_reason\":\"%s\",\"wrpkru\":%lu,"
                     "\"mprotect_calls\":%lu,\"mprotect_emulated\":%lu,"
                     "\"mprotect_passthrough\":%lu,\"groups\":%d,\"resident_groups\":%d,\"hw_keys\":%d,"
                     "\"evictions\":%lu,\"lazy_grants\":%lu,\"revocation_signals\":%lu,\"efault_repairs\":%lu,"
                     "\"violations\":%lu,\"promotions\":%lu,\"dissolves\":%lu,\"exceptions\":%lu,\"sync_fallbacks\":%lu,"
                     "\"threads_registered\":%lu,\"regions\":[",
                     page.version[0] ? page.version : MPK_VERSION_STRING, page.pid ? page.pid : sys::getpid(), page.active.load() ? "true" : "false",
-                    backend_name(static_cast<Backend>(page.backend.load())), hot(Hot::wrpkru), hot(Hot::legacy_calls),
+                    backend_name(static_cast<Backend>(page.backend.load())), page.inactive_reason, hot(Hot::wrpkru), hot(Hot::legacy_calls),
                     hot(Hot::legacy_emulated), u(c.legacy_passthrough), groups, resident, page.hw_keys.load(),
                     u(c.evictions), u(c.lazy_grants), u(c.revocation_signals), u(c.efault_repairs),
                     u(c.violations), u(c.promotions), u(c.dissolves), u(c.exceptions), u(c.sync_fallbacks), u(c.threads_registered));

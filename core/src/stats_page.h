@@ -15,7 +15,7 @@
 namespace mpk {
 
 constexpr uint64_t kStatsMagic = 0x74617473'6b706d31ull;  // "1mpkstat"
-constexpr uint32_t kStatsLayout = 2;                       // bumped when the layout changes
+constexpr uint32_t kStatsLayout = 3;                       // bumped when the layout changes
 constexpr int kRegionSlots = 256;
 
 // Aligned to cache lines: threads toggling different regions share none.
@@ -39,6 +39,7 @@ struct StatsPage {
   std::atomic<uint32_t> active{0};   // the shim runs with protection keys (either backend)
   std::atomic<int32_t> hw_keys{0};
   std::atomic<uint32_t> backend{0};  // key_backend.h: Backend
+  char inactive_reason[96] = {};     // why protection keys are not used although the CPU has them
   Stats counters;
   HotSlot hot[kHotSlots];
   RegionSlot regions[kRegionSlots];
@@ -52,6 +53,9 @@ bool stats_page_share();
 void stats_page_unshare();
 // In a fork child: the parent's page is shared with it; the child gets a page of its own.
 void stats_page_after_fork();
+
+// Records why the engine does not use the CPU's protection keys (a failed self-check).
+void note_inactive_reason(const char *why);
 
 // Region table. claim() returns a slot index or -1 (table full: the region is not listed).
 int region_claim(const char *name, const char *kind, uint64_t start, uint64_t len);

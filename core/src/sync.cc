@@ -17,6 +17,8 @@
 
 namespace mpk {
 
+thread_local uint64_t t_syncs_taken __attribute__((tls_model("initial-exec"))) = 0;
+
 namespace {
 
 constexpr uint32_t kFpXstateMagic1 = 0x46505853u;
@@ -50,22 +52,40 @@ uint32_t *frame_pkru(void *uctx) {
   return reinterpret_cast<uint32_t *>(fp + off);
 }
 
+// Did the sync signal interrupt a signal handler rather than the thread's own code?
+// - a program handler the engine wrapped and counts (t_handler_depth), which normally blocks the
+//   sync signal but may unblock it;
+// - glibc's own handlers for SIGCANCEL and SIGSETXID, installed behind every wrapper: glibc never
+//   lets a program block those two signals, so an interrupted mask holding one of them is the
+//   mask of their handler (which blocks its own signal while it runs).
+bool interrupted_a_handler(void *uctx) {
+  if (t_handler_depth > 0) return true;
+  // Read as the kernel's 64-bit mask: glibc's set functions refuse its internal signals.
+  uint64_t m;
+  std::memcpy(&m, &static_cast<ucontext_t *>(uctx)->uc_sigmask, sizeof m);
+  constexpr uint64_t kGlibcInternal = uint64_t{3} << 31;  // signals 32 and 33: SIGCANCEL, SIGSETXID
+  return (m & kGlibcInternal) != 0;
+}
+
 void sync_handler(int, siginfo_t *, void *uctx) {
   HandlerPkru frame;
+  ++t_syncs_taken;
   int saved_errno = errno;
   // Handlers start with the default PKRU (every non-zero key disabled); open the metadata key for
   // this handler only. sigreturn restores the PKRU in the frame, so this write does not leak.
   wrpkru(inside_meta(rdpkru()));
   EngineState *st = g_state.load(std::memory_order_acquire);
-  ThreadRecord *rec = t_self;
+  ThreadRecord *rec = st ? self_rec(*st) : nullptr;
   if (st && !rec) {
     rec = st->threads.find(sys::gettid());
     t_self = rec;
   }
-  if (st && rec && t_handler_depth > 0) {
-    // Inside a program handler that does not block the sync signal (one installed behind the
-    // engine's back): this frame is not the one the thread resumes with. No ack: the revoker
-    // falls back to the page table.
+  if (st && rec && interrupted_a_handler(uctx)) {
+    // This frame is not the one the thread resumes its own code with: the handler it interrupted
+    // returns to an outer frame whose PKRU sigreturn restores, undoing any edit made here. Not
+    // applied, not acked: the revoker sees `deferred` move and signals again until the signal
+    // lands in the outermost context (as glibc repeats its setxid broadcast).
+    rec->deferred.fetch_add(1, std::memory_order_seq_cst);
     errno = saved_errno;
     return;
   }
@@ -101,17 +121,24 @@ uint64_t now_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-// Does thread tid block signal sig? Reads SigBlk from /proc (no allocation).
-bool blocks_signal(int tid, int sig) {
+// Reads /proc/self/task/<tid>/<file> into buf, NUL-terminated (no allocation). False if it
+// cannot (the thread is gone).
+bool read_task_file(int tid, const char *file, char *buf, long cap) {
   char path[64];
-  format_to(path, sizeof path, "/proc/self/task/%d/status", tid);
+  format_to(path, sizeof path, "/proc/self/task/%d/%s", tid, file);
   int fd = sys::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
-  char buf[4096];
-  long n = sys::read(fd, buf, sizeof buf - 1);
+  long n = sys::read(fd, buf, cap - 1);
   sys::close(fd);
   if (n <= 0) return false;
   buf[n] = '\0';
+  return true;
+}
+
+// Does thread tid block signal sig? Reads SigBlk from /proc.
+bool blocks_signal(int tid, int sig) {
+  char buf[4096];
+  if (!read_task_file(tid, "status", buf, sizeof buf)) return false;
   const char *p = std::strstr(buf, "SigBlk:");
   if (!p) return false;
   p += 7;
@@ -125,6 +152,29 @@ bool blocks_signal(int tid, int sig) {
   return (mask >> (sig - 1)) & 1u;
 }
 
+// Sends the sync signal to a target unless one is in flight already (sent but neither applied
+// nor deferred by its handler): real-time signals queue, and a thread that blocks the signal
+// must not collect thousands. `sent` is written by revokers only, one at a time per target in
+// practice; a lost increment only sends one more signal. 0, or -errno from tgkill.
+int signal_unless_in_flight(ThreadRecord &r, int pid, int tid, int sig) {
+  uint64_t sent = r.sent.load(std::memory_order_relaxed);
+  if (sent > r.acks.load(std::memory_order_acquire) + r.deferred.load(std::memory_order_acquire)) return 0;
+  int rc = sys::tgkill(pid, tid, sig);
+  if (rc != 0) return rc;
+  r.sent.store(sent + 1, std::memory_order_relaxed);
+  bump(stats().revocation_signals);
+  return 0;
+}
+
+// Is thread tid stopped or traced (state T or t in /proc)?
+bool thread_stopped(int tid) {
+  char buf[512];
+  if (!read_task_file(tid, "stat", buf, sizeof buf)) return false;
+  // "tid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'.
+  const char *p = std::strrchr(buf, ')');
+  return p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
+}
+
 }  // namespace
 
 bool frame_pkru_read(void *uctx, uint32_t *out) {
@@ -132,6 +182,25 @@ bool frame_pkru_read(void *uctx, uint32_t *out) {
   if (!slot) return false;
   *out = *slot;
   return true;
+}
+
+const char *frame_layout_problem(void *uctx) {
+  auto *uc = static_cast<ucontext_t *>(uctx);
+  auto *fp = reinterpret_cast<unsigned char *>(uc->uc_mcontext.fpregs);
+  if (!fp) return "the signal frame has no FPU state";
+  uint32_t magic1, xstate_size, magic2;
+  uint64_t xfeatures;
+  std::memcpy(&magic1, fp + kSwBytesOffset, 4);
+  std::memcpy(&xfeatures, fp + kSwBytesOffset + 8, 8);
+  std::memcpy(&xstate_size, fp + kSwBytesOffset + 16, 4);
+  if (magic1 != kFpXstateMagic1) return "the signal frame has no XSAVE image";
+  if (!(xfeatures & (uint64_t{1} << kPkruFeature))) return "the signal frame's XSAVE image has no PKRU";
+  uint32_t off = cpu_info().pkru_xsave_offset;
+  if (!off || off + 4 > xstate_size) return "PKRU's XSAVE offset lies outside the frame's XSAVE image";
+  std::memcpy(&magic2, fp + xstate_size, 4);
+  constexpr uint32_t kFpXstateMagic2 = 0x46505845u;
+  if (magic2 != kFpXstateMagic2) return "the frame's XSAVE size disagrees with its end marker";
+  return nullptr;
 }
 
 void frame_pkru_write(void *uctx, uint32_t v) {
@@ -146,7 +215,7 @@ bool lazy_grant(int key, void *uctx) {
   // sigreturn restores the frame's PKRU, so this does not outlive the handler.
   uint32_t entry = rdpkru();
   wrpkru(inside_meta(entry));
-  ThreadRecord *rec = t_self ? t_self : (t_self = register_unknown(*st));
+  ThreadRecord *rec = self_rec(*st) ? self_rec(*st) : (t_self = register_unknown(*st));
   bool granted = false;
   uint32_t *slot = frame_pkru(uctx);
   if (rec && slot) {
@@ -303,7 +372,7 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
   struct Target {
     ThreadRecord *rec;
     int tid;
-    uint64_t want_acks;
+    uint32_t need;           // the keys this sync left in its pending set
     uint64_t blocked_since;  // ns into the wait when first seen blocking the signal; 0 not seen
   };
   constexpr int kBatch = 256;
@@ -354,24 +423,16 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
         }
         r.pending.fetch_or(need, std::memory_order_seq_cst);
         if (r.in_lib.load(std::memory_order_seq_cst) != 0) continue;
-        uint64_t sent = r.sent.load(std::memory_order_relaxed);
-        if (sent <= r.acks.load(std::memory_order_acquire)) {
-          // One signal in flight at most: real-time signals queue, and a thread that blocks the
-          // signal must not collect thousands. (sent is written by revokers only, one at a time
-          // per target in practice; a lost increment only sends one more signal.)
-          int rc = sys::tgkill(pid, tid, st.sync_signal);
-          if (rc == -ESRCH) {
-            if (may_reap) reap_thread(st, &r);
-            continue;
-          }
-          if (rc != 0) {
-            ok = false;
-            continue;
-          }
-          r.sent.store(++sent, std::memory_order_relaxed);
-          bump(stats().revocation_signals);
+        int rc = signal_unless_in_flight(r, pid, tid, st.sync_signal);
+        if (rc == -ESRCH) {
+          if (may_reap) reap_thread(st, &r);
+          continue;
         }
-        targets[n++] = Target{&r, tid, sent, 0};
+        if (rc != 0) {
+          ok = false;
+          continue;
+        }
+        targets[n++] = Target{&r, tid, need, 0};
       }
       if (more) break;
     }
@@ -390,14 +451,18 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
       for (int i = 0; i < n; ++i) {
         Target &t = targets[i];
         if (!t.rec) continue;
-        // A target that entered the engine's slow path before its handler ran applies its pending
-        // keys on the way out (leave), before any more of the program's code runs.
-        if (t.rec->acks.load(std::memory_order_seq_cst) >= t.want_acks ||
+        // Done once the target took this sync's keys out of its pending set: its handler (which
+        // writes the frame's PKRU before the thread runs its own code again), or leave() on its
+        // way out of the engine's slow path, which it entered before the handler ran.
+        if ((t.rec->pending.load(std::memory_order_seq_cst) & t.need) == 0 ||
             t.rec->in_lib.load(std::memory_order_seq_cst) != 0 ||
             t.rec->tid.load(std::memory_order_acquire) != t.tid) {
           t.rec = nullptr;
           continue;
         }
+        // Still pending with no signal in flight: the last one was taken inside a handler and
+        // deferred, or it applied what was pending just before this sync added its keys.
+        signal_unless_in_flight(*t.rec, pid, t.tid, st.sync_signal);
         ++pending;
       }
       if (!pending) break;
@@ -422,11 +487,22 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
         }
         continue;
       }
-      if (waited > 200000000) {  // 200 ms: stopped or traced threads
-        for (int i = 0; i < n; ++i)
-          if (targets[i].rec) MPK_LOG(kWarn, "thread %d did not answer a sync", targets[i].tid);
-        ok = false;
-        break;
+      if (waited > 200000000) {
+        // 200 ms: a stopped or traced thread will not answer; one that is only waiting for a CPU
+        // (a loaded machine) or in an uninterruptible sleep is given up to 2 s.
+        bool any = false;
+        for (int i = 0; i < n; ++i) {
+          Target &t = targets[i];
+          if (!t.rec) continue;
+          if (waited < 2000000000ull && !thread_stopped(t.tid)) {
+            any = true;
+            continue;
+          }
+          MPK_LOG(kWarn, "thread %d did not answer a sync", t.tid);
+          ok = false;
+          t.rec = nullptr;
+        }
+        if (!any) break;
       }
       sys::sched_yield();
     }

@@ -1,13 +1,17 @@
 // sync.h - making every thread's PKRU agree with the engine's state.
 //
 // Grants and revocations of a key must hold in every thread before the engine returns. The engine
-// updates the state (key_rights, domains), bumps `gen`, then sync_keys() signals exactly the threads
-// whose shadow PKRU differs from what they should now hold, with tgkill, and calls
-// membarrier(PRIVATE_EXPEDITED) so that running targets pass through the kernel at once. Each target's
-// handler rewrites the PKRU saved in its signal frame (sigreturn restores it) and acks. sync_keys()
-// returns once every target acked, exited, or was found unable to take the signal (it blocks it,
-// or does not answer within the deadline): those are counted as failures and the caller moves the
-// affected group back to the page table, which the kernel enforces for all threads at once.
+// updates the state (key rights, domains), then sync_keys() adds the changed keys to the pending
+// set of exactly the threads whose PKRU holds more than they should now (or, for eager keys,
+// differs), signals them with tgkill, and calls membarrier(PRIVATE_EXPEDITED) so that running
+// targets pass through the kernel at once. Each target's handler takes its pending keys, rewrites
+// the PKRU saved in its signal frame (sigreturn restores it) and acks. A signal that lands inside
+// a signal handler (one the engine wrapped, or glibc's SIGCANCEL/SIGSETXID handlers) is deferred:
+// that frame's PKRU does not last, so the keys stay pending and the revoker signals again until
+// one lands in the thread's own code. sync_keys() returns once every target took its keys, exited,
+// or was found unable to take the signal (it blocks it, or does not answer within the deadline):
+// those are counted as failures and the caller moves the affected group back to the page table,
+// which the kernel enforces for all threads at once.
 #pragma once
 
 #include <signal.h>
@@ -26,6 +30,8 @@ int sync_install(EngineState &st);
 // right after the handler returns, in the interrupted context, whose PKRU is the one that lasts.
 // sync_install() applies this to handlers that exist; sync_mask_handler() to a new one.
 void sync_mask_handler(struct sigaction *act);
+// Sync signals this thread has taken (a waiting call that only they interrupted is resumed).
+extern thread_local uint64_t t_syncs_taken __attribute__((tls_model("initial-exec")));
 // The sync signal, or 0 before initialisation.
 int sync_signal_number();
 // Re-registers what a fork child needs.
@@ -40,6 +46,10 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
 // The PKRU saved in a signal frame (restored by sigreturn). False / no-op without an XSAVE image.
 bool frame_pkru_read(void *uctx, uint32_t *out);
 void frame_pkru_write(void *uctx, uint32_t v);
+// Null if a hardware signal frame has the XSAVE layout the frame edits rely on (magic numbers,
+// PKRU present, PKRU's CPUID offset inside the image, the image's end marker where its size says);
+// else what is wrong.
+const char *frame_layout_problem(void *uctx);
 // Fault handler helper (lazy grants): a protection fault on hardware key `key` in the thread whose
 // signal frame is `uctx`. If the state gives this thread more access on that key than the PKRU
 // saved in the frame, raises that key alone in the frame (the access is retried on sigreturn) and

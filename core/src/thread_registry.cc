@@ -52,6 +52,7 @@ void ThreadRegistry::remove(ThreadRecord *r) {
   r->in_lib.store(0, std::memory_order_relaxed);
   r->sent.store(0, std::memory_order_relaxed);
   r->acks.store(0, std::memory_order_relaxed);
+  r->deferred.store(0, std::memory_order_relaxed);
   for (auto &d : r->dom) d.store(0, std::memory_order_relaxed);
   for (auto &d : r->iso) d.store(0, std::memory_order_relaxed);
   for (char &c : r->name) c = 0;

@@ -11,7 +11,8 @@
 //   dom[k]   the thread's open domain on hardware key k: 0 none, else Rights + 1 (mpk_begin)
 //   in_lib   non-zero while the thread is inside the engine's slow paths; a sync signal then only
 //            acks, and the thread applies `pending` on the way out (engine_core.cc: leave)
-//   sent/acks  sync signals sent to it and handled by it: sent > acks means one is in flight
+//   sent/acks/deferred  sync signals sent to it, handled by it, and taken inside a handler and
+//            left for later (sync.cc): sent > acks + deferred means one is in flight
 //   iso[k]   the thread's right on an isolated group's key k (isolation.h), name, start_routine
 #pragma once
 
@@ -41,6 +42,7 @@ struct alignas(64) ThreadRecord {
   std::atomic<uint32_t> in_lib{0};
   std::atomic<uint64_t> sent{0};
   std::atomic<uint64_t> acks{0};
+  std::atomic<uint64_t> deferred{0};
   std::atomic<uint8_t> dom[kHwKeys] = {};
   // Isolation (isolation.h): the thread's own right on an isolated group's key, Rights + 1; 0 none.
   // A domain (dom) takes precedence.
@@ -85,6 +87,11 @@ class ThreadRegistry {
   // Words of a record bitmap in use (records below the high-water mark).
   int words() const { return (high_water_.load(std::memory_order_acquire) + 63) / 64; }
   ThreadRecord *at(int index) const { return &records_[index]; }
+  // Is r the address of one of the registry's records?
+  bool owns(const ThreadRecord *r) const {
+    auto a = reinterpret_cast<uintptr_t>(r), b = reinterpret_cast<uintptr_t>(records_);
+    return a >= b && a < b + kMaxThreads * sizeof(ThreadRecord) && (a - b) % sizeof(ThreadRecord) == 0;
+  }
 
  private:
   // Calls f(tid) for each entry of /proc/self/task. Returns 0 or -errno.

@@ -1,8 +1,9 @@
-"""Run several memcached checks in one boot of the QEMU guest (scripts/qemu-run).
+"""Run several memcached checks on a CPU with protection keys: natively when this CPU has PKU,
+else in one boot of the QEMU guest (scripts/qemu-run), whose emulated CPU has it.
 
-Each check is a busybox shell snippet; its exit status and output come back on the console
-between marker lines that carry a per-boot nonce, and files it names are printed there too.
-The guest has no network device, but its loopback works once it is up: memcached and its
+Each check is a (busybox-compatible) shell snippet; its exit status and output come back on the
+console between marker lines that carry a per-run nonce, and files it names are printed there
+too. The guest has no network device, but its loopback works once it is up: memcached and its
 clients (memccapable, memcslap, mpk_mc_load) all run inside.
 """
 
@@ -10,6 +11,7 @@ import os
 import re
 import secrets
 import shlex
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,10 +40,11 @@ def host_has_pku():
 
 
 def run(checks, files, workdir, timeout=400, echo=True):
-    """checks: [(label, shell snippet, [guest files to bring back])]. Returns
+    """checks: [(label, shell snippet, [files to bring back])]. Returns
     {label: {"status": int, "output": str, "files": {path: text}}}."""
+    native = host_has_pku()
     nonce = secrets.token_hex(6)
-    lines = [PRELUDE]
+    lines = [] if native else [PRELUDE]
     for label, snippet, fetch in checks:
         tag = f"@@{nonce} {label}"
         lines += [f"echo '{tag} begin'", "(", snippet, ") > /tmp/check.out 2>&1 </dev/null",
@@ -52,16 +55,27 @@ def run(checks, files, workdir, timeout=400, echo=True):
     script = os.path.join(workdir, f"guest-{nonce}.sh")
     with open(script, "w") as f:
         f.write("\n".join(lines) + "\n")
-    wanted = list(dict.fromkeys([*files, *UNWIND, script]))
-    cmd = [QEMU_RUN, "--timeout", str(timeout), *wanted, "--", "sh", script]
-    status, log = console_of(cmd, echo)
+    if native:
+        try:
+            r = subprocess.run(["sh", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               errors="replace", timeout=timeout)
+            status, log = r.returncode, r.stdout
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout or ""
+            status, log = "timeout", out.decode(errors="replace") if isinstance(out, bytes) else out
+        if echo:
+            sys.stdout.write(log)
+    else:
+        wanted = list(dict.fromkeys([*files, *UNWIND, script]))
+        cmd = [QEMU_RUN, "--timeout", str(timeout), *wanted, "--", "sh", script]
+        status, log = console_of(cmd, echo)
     results = {}
     for label, _, fetch in checks:
         tag = re.escape(f"@@{nonce} {label}")
         m = re.search(tag + r" status (\d+)\n" + tag + r" output\n(.*?)\n" + tag + r" end\n", log, re.S)
         if not m:
-            raise RuntimeError(f"the guest did not report '{label}' (qemu-run exit {status}); console tail:\n"
-                               + log[-3000:])
+            where = "the native run" if native else "the guest"
+            raise RuntimeError(f"{where} did not report '{label}' (exit {status}); console tail:\n" + log[-3000:])
         got = {}
         for path in fetch:
             f = re.search(tag + " file " + re.escape(path) + r"\n(.*?)\n" + tag + r" end\n", log, re.S)

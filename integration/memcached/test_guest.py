@@ -1,6 +1,8 @@
-"""memcached under libmpk_shim.so on a CPU with protection keys (a QEMU TCG guest, -cpu max).
+"""memcached under libmpk_shim.so on a CPU with protection keys: natively when this CPU has PKU,
+else in a QEMU TCG guest (-cpu max). Whether the keys are real is decided by the CPU alone.
 
-One boot runs every check (guest_batch.py); each test below reads its check's result:
+One run (one boot in the guest) does every check (guest_batch.py); each test below reads its
+check's result:
 - the cache file mapping carries a hardware key (smaps), the shim reports the region resident,
   and a verifying load, memcslap and memccapable run with zero violations;
 - a thread named "intruder" reading the cache stops memcached in enforce mode, with a report
@@ -9,7 +11,6 @@ One boot runs every check (guest_batch.py); each test below reads its check's re
   sites is reported once;
 - MPK_LEARN=1 learning memcached, then the learned policy enforced on the same workload (a second
   boot) with no violation.
-On a CPU that has PKU the native run is the real one and this module is skipped.
 """
 
 import json
@@ -25,9 +26,6 @@ from memcached_run import POLICY
 REPO = guest_batch.REPO
 MPK_LEARN = os.path.join(REPO, "scripts", "mpk-learn")
 ROUNDS = 4
-
-pytestmark = pytest.mark.skipif(guest_batch.host_has_pku(),
-                                reason="this CPU has PKU: the native tests exercise the keys themselves")
 
 MC = "/usr/bin/memcached -u root -l 127.0.0.1 -U 0 -t 4 -m 64 -I 2m"
 

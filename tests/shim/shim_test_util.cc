@@ -9,22 +9,44 @@
 #include <cstring>
 #include <fstream>
 
+#include "stats_page_open.h"
+
 namespace shimt {
 
 const mpk::StatsPage *stats() {
   static const mpk::StatsPage *page = [] () -> const mpk::StatsPage * {
-    char path[64];
-    std::snprintf(path, sizeof path, "/dev/shm/libmpk-%d.stats", getpid());
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return nullptr;
-    void *p = mmap(nullptr, sizeof(mpk::StatsPage), PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    return p == MAP_FAILED ? nullptr : static_cast<const mpk::StatsPage *>(p);
+    char why[256];
+    return mpk::open_stats_page(getpid(), why, sizeof why);
   }();
   return page;
 }
 
-bool emulating() { return stats() && stats()->active.load() != 0; }
+bool under_shim() {
+  const char *pre = getenv("LD_PRELOAD");
+  return pre && strstr(pre, "libmpk_shim");
+}
+
+// The CPU decides: under the shim on a CPU with usable protection keys the shim must emulate
+// (ShimActiveCheck fails the whole run if it does not). A child run by RunSelf may have been
+// started to be inactive (a bad policy, a failed self-check): it goes by what its shim reports.
+bool emulating() {
+  if (getenv("MPK_SHIM_TEST_CHILD")) return stats() && stats()->active.load() != 0;
+  return under_shim() && mpkt::pku_usable();
+}
+
+namespace {
+class ShimActiveCheck : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (getenv("MPK_SHIM_TEST_CHILD") || !under_shim() || !mpkt::pku_usable()) return;
+    ASSERT_NE(stats(), nullptr) << "this CPU has protection keys but the shim publishes no live statistics page";
+    ASSERT_NE(stats()->active.load(), 0u) << "this CPU has protection keys but the shim is inactive: "
+                                          << stats()->inactive_reason;
+  }
+};
+[[maybe_unused]] ::testing::Environment *const g_shim_active_check =
+    ::testing::AddGlobalTestEnvironment(new ShimActiveCheck);
+}  // namespace
 
 uint64_t counter(const std::atomic<uint64_t> mpk::Stats::*which) {
   return stats() ? (stats()->counters.*which).load() : 0;
@@ -53,6 +75,7 @@ ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::
     dup2(out[1], 1);
     dup2(out[1], 2);
     close(out[0]);
+    setenv("MPK_SHIM_TEST_CHILD", "1", 1);
     for (const auto &[k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     std::string arg = "--gtest_filter=" + filter;
     execl("/proc/self/exe", "mpk_shim_tests", arg.c_str(), nullptr);
@@ -74,8 +97,7 @@ std::string WriteTempFile(const std::string &name, const std::string &text) {
 }
 
 bool UnderShimAndNotChild(const char *child_var) {
-  const char *pre = getenv("LD_PRELOAD");
-  return pre && strstr(pre, "libmpk_shim") && !getenv(child_var);
+  return under_shim() && !getenv(child_var);
 }
 
 void Toggle(const Mapping &m, int times) {

@@ -20,7 +20,8 @@ namespace shimt {
 
 // The shim's statistics page of this process, or nullptr (no shim, or no protection keys).
 const mpk::StatsPage *stats();
-// True when this process runs under the shim with protection keys.
+// True when this process runs under the shim (LD_PRELOAD) on a CPU with usable protection keys.
+bool under_shim();
 bool emulating();
 uint64_t counter(const std::atomic<uint64_t> mpk::Stats::*which);
 uint64_t counter(mpk::Hot which);  // a per-thread counter (stats.h), summed
