@@ -27,6 +27,7 @@
 #include "shim.h"
 #include "signal_defer.h"
 #include "stats.h"
+#include "stats_page.h"
 #include "isolation.h"
 #include "sync.h"
 #include "sys.h"
@@ -111,6 +112,7 @@ void trampoline(int sig, siginfo_t *si, void *uc) {
 // The default action for a SIGSEGV: restore it in the kernel; a fault re-executes and ends the
 // process as it would have without the shim, a sent signal is sent again.
 void default_action(siginfo_t *si) {
+  stats_page_unshare();  // the process ends: no file left in /dev/shm (async-signal-safe: unlink)
   struct sigaction dfl = default_disposition();
   real_sigaction(SIGSEGV, &dfl, nullptr);
   if (si->si_code <= 0) sys::tgkill(sys::getpid(), sys::gettid(), SIGSEGV);

@@ -5,6 +5,9 @@
 // Without protection keys (CPU or kernel) the shim stays a pass-through: every interposed call is
 // the plain system call. With MPK_STATS=path the counters and groups are written to path at exit
 // ("%p" in the path becomes the process id).
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "engine.h"
 #include "legacy.h"
 #include "libc_real.h"
@@ -46,3 +49,18 @@ __attribute__((destructor)) void shim_stop() {
 }
 
 }  // namespace
+
+// A process that ends with _exit (a fork child, typically) runs no destructor: its statistics page
+// file goes here, so that /dev/shm does not collect one per child. (In a vfork child the page is
+// the parent's and stays: stats_page_unshare() removes only this process's own.)
+MPK_EXPORT void _exit(int status) {
+  mpk::stats_page_unshare();
+  MPK_REAL(_exit)(status);
+  __builtin_unreachable();
+}
+
+MPK_EXPORT void _Exit(int status) {
+  mpk::stats_page_unshare();
+  MPK_REAL(_Exit)(status);
+  __builtin_unreachable();
+}

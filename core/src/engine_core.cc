@@ -212,12 +212,18 @@ int load(EngineState &st, PageGroup &g, bool may_evict, ThreadRecord *self) {
       }
       if (ks.pins.load(std::memory_order_relaxed)) pinned |= 1u << j;
     }
-    k = st.cache.pick_victim(pinned);
-    if (k) {
+    // A fast path may pin the chosen key (mpk_begin takes only the key's lock) before this takes
+    // the key's lock: that key is passed over and another one chosen.
+    while ((k = st.cache.pick_victim(pinned)) != 0) {
       PageGroup &victim = *st.cache.owner(k);
       KeyLock kl(st, k);
-      if (st.keys[k].pins.load(std::memory_order_relaxed) || unload(st, victim) != 0) return 0;  // a domain opened meanwhile
+      if (st.keys[k].pins.load(std::memory_order_relaxed)) {
+        pinned |= 1u << k;
+        continue;
+      }
+      if (unload(st, victim) != 0) return 0;
       bump(stats().evictions);
+      break;
     }
   }
   if (!k) return 0;
