@@ -72,4 +72,13 @@ inline const StatsPage *open_stats_page(long pid, char *why, size_t why_cap) {
   return page;
 }
 
+// This process's own live page, looked up once; nullptr when no shim with keys runs here.
+inline const StatsPage *own_stats_page() {
+  static const StatsPage *page = [] {
+    char why[256];
+    return open_stats_page(getpid(), why, sizeof why);
+  }();
+  return page;
+}
+
 }  // namespace mpk

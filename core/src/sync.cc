@@ -215,7 +215,8 @@ bool lazy_grant(int key, void *uctx) {
   // sigreturn restores the frame's PKRU, so this does not outlive the handler.
   uint32_t entry = rdpkru();
   wrpkru(inside_meta(entry));
-  ThreadRecord *rec = self_rec(*st) ? self_rec(*st) : (t_self = register_unknown(*st));
+  ThreadRecord *rec = self_rec(*st);
+  if (!rec) rec = t_self = register_unknown(*st);
   bool granted = false;
   uint32_t *slot = frame_pkru(uctx);
   if (rec && slot) {

@@ -13,13 +13,7 @@
 
 namespace shimt {
 
-const mpk::StatsPage *stats() {
-  static const mpk::StatsPage *page = [] () -> const mpk::StatsPage * {
-    char why[256];
-    return mpk::open_stats_page(getpid(), why, sizeof why);
-  }();
-  return page;
-}
+const mpk::StatsPage *stats() { return mpk::own_stats_page(); }
 
 bool under_shim() {
   const char *pre = getenv("LD_PRELOAD");

@@ -22,13 +22,7 @@ constexpr const char *kPkruSymbol = "_ZN3mpk10t_sim_pkruE";  // mpk::t_sim_pkru
 
 }  // namespace
 
-const mpk::StatsPage *stats() {
-  static const mpk::StatsPage *page = []() -> const mpk::StatsPage * {
-    char why[256];
-    return mpk::open_stats_page(getpid(), why, sizeof why);
-  }();
-  return page;
-}
+const mpk::StatsPage *stats() { return mpk::own_stats_page(); }
 
 bool simulating() {
   return stats() && stats()->active.load() && stats()->backend.load() == static_cast<uint32_t>(mpk::Backend::kSimulated);
