@@ -62,23 +62,39 @@ const sigset_t *accept_set(const sigset_t *in, sigset_t *copy) {
 
 }  // namespace
 
-// Did only sync signals interrupt the call that started with these counts? The program never
-// saw a signal, so the call goes on as it would have.
+// Did only sync signals interrupt a call? `handlers` is counted from the program's call, `syncs`
+// from this round's: a program handler that ran at any time since the program called means the
+// call ends with EINTR, as natively; syncs alone are invisible, so the call goes on.
 struct OnlySyncs {
-  uint64_t syncs = mpk::t_syncs_taken, handlers = mpk::shim::t_handlers_run;
+  uint64_t handlers = mpk::shim::t_handlers_run, syncs = 0;
+  void round() { syncs = mpk::t_syncs_taken; }
+  bool program_handler_ran() const { return mpk::shim::t_handlers_run != handlers; }
   bool interrupted(int rc) const {
-    return rc == -1 && errno == EINTR && mpk::t_syncs_taken != syncs && mpk::shim::t_handlers_run == handlers;
+    return rc == -1 && errno == EINTR && mpk::t_syncs_taken != syncs && !program_handler_ran();
   }
 };
 
 MPK_EXPORT int sigsuspend(const sigset_t *mask) {
   sigset_t m;
   const sigset_t *k = wait_mask(mask, &m);
-  for (;;) {
-    OnlySyncs before;
-    int rc = MPK_REAL(sigsuspend)(k);
-    if (!before.interrupted(rc)) return rc;
-  }
+  if (k == mask) return MPK_REAL(sigsuspend)(mask);  // no engine, or the kernel's EFAULT
+  // Ordering: every signal is blocked between two rounds, so one that arrives after a sync ended
+  // a round waits for the next, whose mask takes it as the program's single call would have
+  // (unblocked, a handler would run outside sigsuspend, which would then wait for another). The
+  // program's mask comes back last.
+  sigset_t all, old;
+  sigfillset(&all);
+  mpk::sys::raw(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, (long)&old, 8);
+  OnlySyncs s;
+  int rc;
+  do {
+    s.round();
+    rc = MPK_REAL(sigsuspend)(k);
+  } while (s.interrupted(rc));
+  int saved = errno;
+  mpk::sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8);
+  errno = saved;
+  return rc;
 }
 
 MPK_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask) {
@@ -111,10 +127,15 @@ MPK_EXPORT int sigwait(const sigset_t *set, int *sig) {
 MPK_EXPORT int sigwaitinfo(const sigset_t *set, siginfo_t *info) {
   sigset_t s;
   const sigset_t *k = accept_set(set, &s);
+  OnlySyncs only;
   for (;;) {
-    OnlySyncs before;
+    only.round();
     int rc = MPK_REAL(sigwaitinfo)(k, info);
-    if (!before.interrupted(rc)) return rc;
+    if (!only.interrupted(rc)) return rc;
+    if (only.program_handler_ran()) {  // between two rounds: natively it would have ended the call
+      errno = EINTR;
+      return -1;
+    }
   }
 }
 

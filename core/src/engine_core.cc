@@ -70,7 +70,10 @@ void leave(EngineState &st, ThreadRecord *rec, uint32_t grant) {
       return;
     wrpkru(inside_meta(rdpkru()));
     rec->in_lib.store(1, std::memory_order_seq_cst);
-    grant = 0;
+    // A sync handler that ran after in_lib was cleared applied its keys to the register, and the
+    // write above may have undone that. It took their pending bits with it: every exact key is
+    // set from the state again (lazy ones are lowered below in any case).
+    grant = st.managed_mask.load(std::memory_order_acquire) & exact_keys(st);
   }
 }
 

@@ -26,12 +26,21 @@ struct Change {
 };
 
 // A sync handler ran while this thread's PKRU was being rewritten (acks moved): its edit of the
-// register may have been overwritten with an older value. Lower every key to the state again.
+// register may have been overwritten with an older value, a revocation or an eager grant. Every
+// key is lowered to the state again, and the exact keys take the state's right (the handler took
+// their pending bits, so nothing else would give back a grant it made).
 void settle(EngineState &st, ThreadRecord *rec) {
   for (;;) {
     uint64_t acks = rec->acks.load(kRelaxed);
     wrpkru(inside_meta(rdpkru()));
-    uint32_t v = lowered_to_state(st, rdpkru(), rec);
+    const uint32_t exact = st.managed_mask.load(std::memory_order_acquire) & exact_keys(st);
+    // Grants noted before the state is read again (note_held), as in leave().
+    for (uint32_t m = exact; m; m &= m - 1) {
+      int k = __builtin_ctz(m);
+      Rights r = want_of(st, rec, k);
+      if (static_cast<uint8_t>(r) > rec->held[k].load(kRelaxed)) note_held(st, rec, k, r);
+    }
+    uint32_t v = lowered_to_state(st, with_wanted(st, rdpkru(), rec, exact), rec);
     note_held_all(st, rec, v);
     wrpkru(outside_meta(v));
     std::atomic_signal_fence(std::memory_order_seq_cst);

@@ -161,7 +161,10 @@ bool isolation_learn_grant(int key, bool write, void *uctx) {
   wrpkru(inside_meta(rdpkru()));  // the record is in the metadata arena; sigreturn restores PKRU
   if (rec->iso[key].load(std::memory_order_relaxed) < want) rec->iso[key].store(want, std::memory_order_release);
   Rights r = want_of(*st, rec, key);
-  if (static_cast<uint8_t>(r) > rec->held[key].load(std::memory_order_relaxed)) note_held(*st, rec, key, r);
+  if (static_cast<uint8_t>(r) > rec->held[key].load(std::memory_order_relaxed)) {
+    note_held(*st, rec, key, r);  // noted first, then the state read again (note_held)
+    r = want_of(*st, rec, key);
+  }
   frame_pkru_write(uctx, pkru_with(pkru, key, r));
   return true;
 }

@@ -105,6 +105,14 @@ void sync_handler(int, siginfo_t *, void *uctx) {
         Rights r = want_of(*st, rec, k);
         // A lazy key is only ever lowered here: a thread gains rights by its own actions.
         if (!(exact >> k & 1u) && r > pkru_rights(v, k)) r = pkru_rights(v, k);
+        if (static_cast<uint8_t>(r) > rec->held[k].load(std::memory_order_relaxed)) {
+          // A grant is noted before it is made and the state read again after (note_held): the
+          // revoker that waited for this handler may already be making the next change, and it
+          // must either see this thread as a holder or have lowered what is read here.
+          note_held(*st, rec, k, r);
+          Rights now = want_of(*st, rec, k);
+          if (now < r) r = now;
+        }
         v = pkru_with(v, k, r);
         rec->held[k].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
       }
@@ -164,6 +172,17 @@ int signal_unless_in_flight(ThreadRecord &r, int pid, int tid, int sig) {
   r.sent.store(sent + 1, std::memory_order_relaxed);
   bump(stats().revocation_signals);
   return 0;
+}
+
+// Sends the sync signal whatever `sent` says, and counts exactly one in flight from now. For a
+// target that has not answered for a while: a revoker that raced with the record's release may
+// have left a count there that no signal will ever match, and this heals it (an extra signal is
+// only an empty sync).
+void signal_again(ThreadRecord &r, int pid, int tid, int sig) {
+  uint64_t answered = r.acks.load(std::memory_order_acquire) + r.deferred.load(std::memory_order_acquire);
+  if (sys::tgkill(pid, tid, sig) != 0) return;
+  r.sent.store(answered + 1, std::memory_order_relaxed);
+  bump(stats().revocation_signals);
 }
 
 // Is thread tid stopped or traced (state T or t in /proc)?
@@ -478,6 +497,7 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
             t.rec = nullptr;
           } else if (!blocks_signal(t.tid, st.sync_signal)) {
             t.blocked_since = 0;
+            signal_again(*t.rec, pid, t.tid, st.sync_signal);
           } else if (!t.blocked_since) {
             t.blocked_since = waited;
           } else if (waited - t.blocked_since > 20000000) {

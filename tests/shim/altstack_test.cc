@@ -42,7 +42,8 @@ TEST(AltStack, TwoKibStackSurvivesLazyGrants) {
     ss.ss_flags = SS_DISABLE;
     sigaltstack(&ss, nullptr);
   });
-  uint64_t grants = shimt::counter(&mpk::Stats::lazy_grants);
+  const uint64_t grants = shimt::counter(&mpk::Stats::lazy_grants);
+  const uint64_t fallbacks = shimt::counter(&mpk::Stats::sync_fallbacks);
   for (int r = 0; r < kRounds; ++r) {
     ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ | PROT_WRITE), 0);
     round.store(r);
@@ -53,7 +54,14 @@ TEST(AltStack, TwoKibStackSurvivesLazyGrants) {
   b.join();
   EXPECT_TRUE(view_ok) << "sigaltstack must report the program's own stack";
   EXPECT_TRUE(canaries_ok) << "a handler wrote past the ends of the program's 2 KiB stack";
-  if (shimt::emulating()) EXPECT_GE(shimt::counter(&mpk::Stats::lazy_grants) - grants, uint64_t{kRounds});
+  if (shimt::emulating()) {
+    // Every round's write is a lazy grant, unless a revocation could not be synced in time (a
+    // loaded machine): the page table then serves the group for a while, and writes that find
+    // their page writable take no fault. Even then the handler must have run on the small stack.
+    const uint64_t granted = shimt::counter(&mpk::Stats::lazy_grants) - grants;
+    const uint64_t fell_back = shimt::counter(&mpk::Stats::sync_fallbacks) - fallbacks;
+    EXPECT_GE(granted, fell_back ? uint64_t{1} : uint64_t{kRounds}) << "sync fallbacks meanwhile: " << fell_back;
+  }
 }
 
 }  // namespace

@@ -6,17 +6,36 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 
 #include "engine.h"
+#include "raw_log.h"
 
 namespace simt {
 
 namespace {
 constexpr int kTestSeconds = 300;  // per test; a hang ends the process with SIGALRM
+
+char g_running[256];  // "Suite.Name" of the test under way, for the alarm's message
+
+// A test that outlives its alarm: say which one and how far the engine got (its counters, read
+// without a lock), so that a slow machine and a stuck sync can be told apart; then the default
+// action ends the process.
+void on_alarm(int) {
+  static char buf[8192];
+  int n = mpk::format_to(buf, sizeof buf, "mpk_sim_tests: %s still running after %d s; counters: ", g_running,
+                         kTestSeconds);
+  n += mpk::stats_json(buf + n, static_cast<int>(sizeof buf) - n, 0, 0, 0);
+  if (n < static_cast<int>(sizeof buf) - 1) buf[n++] = '\n';
+  if (write(2, buf, static_cast<size_t>(n)) < 0) {
+  }
+  signal(SIGALRM, SIG_DFL);
+  raise(SIGALRM);
+}
 }  // namespace
 
 bool init(std::string *why) {
@@ -42,6 +61,9 @@ void SimTest::SetUp() {
     if (getenv("MPK_SIMULATE")) FAIL() << why;  // asked for simulation: it must work
     GTEST_SKIP() << why;
   }
+  const ::testing::TestInfo *t = ::testing::UnitTest::GetInstance()->current_test_info();
+  mpk::format_to(g_running, sizeof g_running, "%s.%s", t->test_suite_name(), t->name());
+  signal(SIGALRM, on_alarm);
   alarm(kTestSeconds);
 }
 
