@@ -6,6 +6,7 @@
 
 #include "cpu.h"
 #include "pkey_gate.h"
+#include "tag_bounds.h"
 #include "sys.h"
 
 namespace mpk {
@@ -115,6 +116,7 @@ int key_free(int key) {
 }
 
 int key_mprotect(void *addr, size_t len, int prot, int key) {
+  if (key > 0) note_tag_bounds(reinterpret_cast<uintptr_t>(addr), len);
   if (!simulated()) return (int)pkey_gate_call(SYS_pkey_mprotect, (long)addr, (long)len, prot, key);
   if (key < 0 || key >= kHwKeys || (key && !(g_sim_keys.load(std::memory_order_acquire) & (1u << key))))
     return -EINVAL;

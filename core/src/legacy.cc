@@ -17,6 +17,8 @@
 #include "sync.h"
 #include "sys.h"
 #include "toggle_tracker.h"
+#include "tag_bounds.h"
+#include "vma_join.h"
 
 namespace mpk {
 
@@ -107,6 +109,7 @@ void clear_span(EngineState &st, LegacyState &ls, uintptr_t start, size_t len, b
     ++i;
   }
   ls.tracker.forget(start, len);
+  if (replaced) forget_tag_bounds(start, len);
 }
 
 // Does the program use protection keys of its own (pkey_alloc went through the shim)?
@@ -335,6 +338,8 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
     if (!gives_way && g->nexcepts < PageGroup::kMaxExcepts) {
       KeyLock kl(*st, g->hw_key);
       int rc = key_mprotect(addr, len, prot, 0);
+      // Cut out of a VMA on the group's key: the same kind of cut as a tagging (tag_bounds.h).
+      note_tag_bounds(start, rlen);
       if (rc == 0) {
         ++g->cuts;
         g->add_except(start, rlen);
@@ -436,7 +441,16 @@ void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *
   // permission the program gave them.
   clear_span(*st, *ls, start, page_round(old_len ? old_len : 1));
   if (flags & MREMAP_FIXED) clear_span(*st, *ls, reinterpret_cast<uintptr_t>(new_addr), page_round(new_len));
-  return sys::mremap(old, old_len, new_len, flags, new_addr);
+  void *r = sys::mremap(old, old_len, new_len, flags, new_addr);
+  // EFAULT: the old range is not inside one VMA. If the pieces are ones the kernel would have
+  // merged but for the keys they carried (vma_join.h), join them and ask again; anything else
+  // is the kernel's answer as it stands.
+  if (r == reinterpret_cast<void *>(-EFAULT) && old_len && join_anon_pieces(start, page_round(old_len))) {
+    bump(stats().vma_joins);
+    r = sys::mremap(old, old_len, new_len, flags, new_addr);
+  }
+  if (!sys::mmap_failed(r) && r != old && old_len) forget_tag_bounds(start, page_round(old_len));  // moved away
+  return r;
 }
 
 void legacy_note_program_key() { g_program_keys.store(true, std::memory_order_release); }

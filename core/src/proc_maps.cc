@@ -25,10 +25,22 @@ bool parse_mapping(char *line, MappingLine *out) {
   ++p;
   if (!hex_until(p, ' ', &out->hi)) return false;
   out->perms = ++p;
-  const char *q = p;
+  char *q = p;
+  out->offset = out->dev = out->inode = 0;
   for (int field = 0; field < 4 && *q; ++field) {  // perms offset dev inode, then the path
     while (*q && *q != ' ') ++q;
     while (*q == ' ') ++q;
+    if (field == 0) {
+      uintptr_t v = 0;
+      char *o = q;
+      if (hex_until(o, ' ', &v)) out->offset = v;
+    } else if (field == 1) {
+      uintptr_t major = 0, minor = 0;
+      char *o = q;
+      if (hex_until(o, ':', &major) && (++o, hex_until(o, ' ', &minor))) out->dev = uint64_t{major} << 32 | minor;
+    } else if (field == 2) {
+      for (const char *d = q; *d >= '0' && *d <= '9'; ++d) out->inode = out->inode * 10 + static_cast<uint64_t>(*d - '0');
+    }
   }
   out->path = q;
   return true;

@@ -15,6 +15,9 @@ namespace mpk {
 struct MappingLine {
   uintptr_t lo = 0, hi = 0;
   const char *perms = "";  // "rw-p", "r-xs", ...
+  uint64_t offset = 0;     // the file offset (0 for anonymous memory)
+  uint64_t dev = 0;        // major << 32 | minor
+  uint64_t inode = 0;
   const char *path = "";   // "" for anonymous memory; "[heap]", "/dev/zero (deleted)", ...
 };
 

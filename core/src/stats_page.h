@@ -15,7 +15,7 @@
 namespace mpk {
 
 constexpr uint64_t kStatsMagic = 0x74617473'6b706d31ull;  // "1mpkstat"
-constexpr uint32_t kStatsLayout = 3;                       // bumped when the layout changes
+constexpr uint32_t kStatsLayout = 4;                       // bumped when the layout changes
 constexpr int kRegionSlots = 256;
 
 // Aligned to cache lines: threads toggling different regions share none.

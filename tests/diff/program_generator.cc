@@ -720,9 +720,8 @@ Program generate_program(uint64_t seed, const GeneratorLimits &limits) {
 ProgramKind program_kind(uint64_t seed, KindChoice kinds) {
   if (kinds == KindChoice::kClassic) return ProgramKind::kClassic;
   if (kinds == KindChoice::kSubRange) return ProgramKind::kSubRange;
-  // A PRNG of its own (the seed's main stream is left as it was): one seed in four. Of the
-  // salts tried, the first that kept the seeds then in known_divergences_qemu.txt (2, 28, 1162,
-  // 1217) classic; changing it changes which seeds are sub-range programs, and so that list.
+  // A PRNG of its own (the seed's main stream is left as it was): one seed in four. Changing the
+  // salt changes which seeds are sub-range programs, and so every reproducer written down.
   SplitMix64 draw(seed ^ 0x7375622d72616e68ull);
   return draw.percent(25) ? ProgramKind::kSubRange : ProgramKind::kClassic;
 }

@@ -17,7 +17,20 @@ TEST(ProcMaps, ParsesAHeaderLine) {
   EXPECT_EQ(m.lo, 0x7f0000001000u);
   EXPECT_EQ(m.hi, 0x7f0000003000u);
   EXPECT_EQ(std::string(m.perms, 4), "rw-s");
+  EXPECT_EQ(m.offset, 0u);
+  EXPECT_EQ(m.dev, uint64_t{0} << 32 | 0x17);
+  EXPECT_EQ(m.inode, 10u);
   EXPECT_STREQ(m.path, "/tmp/e/cache");
+}
+
+TEST(ProcMaps, ParsesOffsetDeviceAndInode) {
+  char line[] = "7f0000001000-7f0000003000 r--p 0001f000 fe:01 1234567    /usr/lib/libx.so";
+  MappingLine m;
+  ASSERT_TRUE(parse_mapping(line, &m));
+  EXPECT_EQ(m.offset, 0x1f000u);
+  EXPECT_EQ(m.dev, uint64_t{0xfe} << 32 | 1);
+  EXPECT_EQ(m.inode, 1234567u);
+  EXPECT_STREQ(m.path, "/usr/lib/libx.so");
 }
 
 TEST(ProcMaps, AnonymousMappingHasNoPath) {
