@@ -169,7 +169,9 @@ int signal_unless_in_flight(ThreadRecord &r, int pid, int tid, int sig) {
   if (sent > r.acks.load(std::memory_order_acquire) + r.deferred.load(std::memory_order_acquire)) return 0;
   int rc = sys::tgkill(pid, tid, sig);
   if (rc != 0) return rc;
-  r.sent.store(sent + 1, std::memory_order_relaxed);
+  // Not a plain store: the record may have been released meanwhile (its thread exited; fast
+  // paths hold no lock), and a count carried into its next thread would hold back its signals.
+  r.sent.compare_exchange_strong(sent, sent + 1, std::memory_order_relaxed);
   bump(stats().revocation_signals);
   return 0;
 }
