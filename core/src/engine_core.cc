@@ -56,12 +56,7 @@ void leave(EngineState &st, ThreadRecord *rec, uint32_t grant) {
     // Pending changes of exact keys are taken whole; on lazy keys lowered_to_state() below takes
     // what they lower and nothing more.
     grant |= rec->pending.exchange(0, std::memory_order_seq_cst) & exact_keys(st);
-    for (uint32_t m = grant; m; m &= m - 1) {
-      int k = __builtin_ctz(m);
-      Rights r = want_of(st, rec, k);
-      if (static_cast<uint8_t>(r) > rec->held[k].load(std::memory_order_relaxed)) note_held(st, rec, k, r);
-    }
-    uint32_t v = lowered_to_state(st, with_wanted(st, rdpkru(), rec, grant), rec);
+    uint32_t v = pkru_from_state(st, rec, grant);
     note_held_all(st, rec, v, may_lower);
     uint64_t acks = rec->acks.load(std::memory_order_relaxed);
     rec->in_lib.store(0, std::memory_order_seq_cst);  // the StoreLoad fence before pending is read

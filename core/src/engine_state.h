@@ -131,6 +131,9 @@ uint32_t lowered_to_state(const EngineState &st, uint32_t base, const ThreadReco
 // Records that rec's PKRU now holds r on key k (its held[] byte and the key's holder set). A
 // thread records only its own rights, or its sync handler does; ordering: see note_held().
 void note_held(EngineState &st, ThreadRecord *rec, int k, Rights r);
+// This thread's PKRU with `keys` set to what the state gives rec and every other managed key
+// lowered to it. A grant among `keys` is noted first and the state read again after (note_held).
+uint32_t pkru_from_state(EngineState &st, ThreadRecord *rec, uint32_t keys);
 // note_held for every managed key, from a whole PKRU value (only raising unless may_lower).
 void note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower = true);
 

@@ -33,14 +33,7 @@ void settle(EngineState &st, ThreadRecord *rec) {
   for (;;) {
     uint64_t acks = rec->acks.load(kRelaxed);
     wrpkru(inside_meta(rdpkru()));
-    const uint32_t exact = st.managed_mask.load(std::memory_order_acquire) & exact_keys(st);
-    // Grants noted before the state is read again (note_held), as in leave().
-    for (uint32_t m = exact; m; m &= m - 1) {
-      int k = __builtin_ctz(m);
-      Rights r = want_of(st, rec, k);
-      if (static_cast<uint8_t>(r) > rec->held[k].load(kRelaxed)) note_held(st, rec, k, r);
-    }
-    uint32_t v = lowered_to_state(st, with_wanted(st, rdpkru(), rec, exact), rec);
+    uint32_t v = pkru_from_state(st, rec, st.managed_mask.load(std::memory_order_acquire) & exact_keys(st));
     note_held_all(st, rec, v);
     wrpkru(outside_meta(v));
     std::atomic_signal_fence(std::memory_order_seq_cst);

@@ -117,6 +117,13 @@ constexpr int kNext = -2;
 // The filter for one key: see pkey_gate.h. Scratch memory: M[0] ~start.lo, M[1] ~start.hi,
 // M[2] aligned len lo, M[3] aligned len hi.
 bool build(Prog &p, uint32_t key) {
+  // Allowed if made from the gate's own call site; else on to `not_gate`.
+  auto allow_from_gate = [&p](int not_gate) {
+    p.ld(kIpLo);
+    p.jmp(BPF_JEQ, static_cast<uint32_t>(kGateReturnIp), kNext, not_gate);
+    p.ld(kIpHi);
+    p.jmp(BPF_JEQ, static_cast<uint32_t>(kGateReturnIp >> 32), kAllow, not_gate);
+  };
   p.ld(kArch);
   p.jmp(BPF_JEQ, AUDIT_ARCH_X86_64, kNext, kI386);
   p.ld(kNr);
@@ -131,19 +138,13 @@ bool build(Prog &p, uint32_t key) {
   p.jmp(BPF_JEQ, 380, kMprotKey, kAllow); // i386 pkey_mprotect
   // pkey_free: from the gate, or of another key: allowed.
   p.label(kFree);
-  p.ld(kIpLo);
-  p.jmp(BPF_JEQ, static_cast<uint32_t>(kGateReturnIp), kNext, kFreeKey);
-  p.ld(kIpHi);
-  p.jmp(BPF_JEQ, static_cast<uint32_t>(kGateReturnIp >> 32), kAllow, kFreeKey);
+  allow_from_gate(kFreeKey);
   p.label(kFreeKey);
   p.ld(arg_lo(0));  // the kernel takes an int
   p.jmp(BPF_JEQ, key, kDeny, kAllow);
   // pkey_mprotect(start, len, prot, key).
   p.label(kMprot);
-  p.ld(kIpLo);
-  p.jmp(BPF_JEQ, static_cast<uint32_t>(kGateReturnIp), kNext, kMprotKey);
-  p.ld(kIpHi);
-  p.jmp(BPF_JEQ, static_cast<uint32_t>(kGateReturnIp >> 32), kAllow, kMprotKey);
+  allow_from_gate(kMprotKey);
   p.label(kMprotKey);
   p.ld(arg_lo(3));
   p.jmp(BPF_JEQ, key, kNext, kAllow);

@@ -307,6 +307,15 @@ void note_held(EngineState &st, ThreadRecord *rec, int k, Rights r) {
   st.keys[k].holders[rec->index / 64].fetch_or(uint64_t{1} << (rec->index % 64), std::memory_order_seq_cst);
 }
 
+uint32_t pkru_from_state(EngineState &st, ThreadRecord *rec, uint32_t keys) {
+  for (uint32_t m = keys; m; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    Rights r = want_of(st, rec, k);
+    if (static_cast<uint8_t>(r) > rec->held[k].load(std::memory_order_relaxed)) note_held(st, rec, k, r);
+  }
+  return lowered_to_state(st, with_wanted(st, rdpkru(), rec, keys), rec);
+}
+
 void note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower) {
   for (uint32_t m = st.managed_mask.load(std::memory_order_acquire); m; m &= m - 1) {
     int k = __builtin_ctz(m);
