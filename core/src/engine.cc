@@ -101,7 +101,7 @@ void configure_logging() {
 void lock_all_keys(EngineState &st) {
   int id = lock_id(t_self);
   for (int k = 1; k < kHwKeys; ++k)
-    while (!KeyLock::try_acquire(st.keys[k], id)) sys::sched_yield();
+    KeyLock::wait_acquire(st.keys[k], id);
 }
 void unlock_all_keys(EngineState &st) {
   for (int k = 1; k < kHwKeys; ++k) KeyLock::release(st.keys[k]);

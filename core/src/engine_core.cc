@@ -84,9 +84,17 @@ KeyLock::KeyLock(EngineState &st, int k) : ks_(&st.keys[k]), owned_(false) {
   if (k <= 0) return;  // no key: nothing to lock
   int id = lock_id(t_self);
   if (ks_->lock.load(std::memory_order_relaxed) == id) return;  // re-entered by its holder
-  // A holder may be waiting for acks (a revocation); yield to it.
-  while (!try_acquire(*ks_, id)) sys::sched_yield();
+  wait_acquire(*ks_, id);
   owned_ = true;
+}
+
+void KeyLock::wait_acquire(KeyState &ks, int id) {
+  if (try_acquire(ks, id)) return;
+  // A holder may be waiting for acks (a revocation); yield to it. Ordering: marked as a waiter
+  // before the next try, so that a fast path acquiring after this mark releases at once.
+  ks.waiters.fetch_add(1, std::memory_order_seq_cst);
+  while (!try_acquire(ks, id)) sys::sched_yield();
+  ks.waiters.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 KeyLock::~KeyLock() {

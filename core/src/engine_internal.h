@@ -40,6 +40,9 @@ class KeyLock {
   KeyLock &operator=(const KeyLock &) = delete;
   // Non-blocking: false if another thread holds it (the caller takes the slow path).
   static bool try_acquire(KeyState &ks, int tid);
+  // Blocking: spins (yielding) until acquired, marked in ks.waiters meanwhile (the fast paths
+  // defer to it).
+  static void wait_acquire(KeyState &ks, int id);
   static void release(KeyState &ks) { ks.lock.store(0, std::memory_order_release); }
 
  private:

@@ -29,6 +29,10 @@ struct PageGroup;
 // One hardware key. Padded to its own cache lines: threads toggling different keys share none.
 struct alignas(64) KeyState {
   std::atomic<int32_t> lock{0};     // 0 free, else the holder's tid
+  // Slow-path threads spinning for `lock` (KeyLock, fork). A fast path that takes the lock while
+  // one waits gives it back at once and takes the slow path, which queues behind g_lock: a thread
+  // toggling the key in a loop cannot starve them.
+  std::atomic<uint32_t> waiters{0};
   std::atomic<uint8_t> rights{0};   // process-wide Rights, for threads with no domain/isolation on it
   std::atomic<uint8_t> referenced{0};  // used by a fast path since the last eviction choice
   // The resident group, as the fast paths see it: written under g_lock and the key lock, read

@@ -54,7 +54,14 @@ bool run(EngineState &st, int k, Body body, int *rc) {
   std::atomic_signal_fence(std::memory_order_seq_cst);
   const uint64_t acks = rec->acks.load(kRelaxed);
   wrpkru(inside_meta(rdpkru()));  // 1st PKRU write
-  if (!KeyLock::try_acquire(ks, rec->index + 1)) {
+  // Ordering: the lock is taken before the waiters are read (KeyLock::wait_acquire marks itself
+  // first), so a slow path or fork waiting for it is seen here and given the lock.
+  bool got = KeyLock::try_acquire(ks, rec->index + 1);
+  if (got && ks.waiters.load(std::memory_order_seq_cst) != 0) {
+    KeyLock::release(ks);
+    got = false;
+  }
+  if (!got) {
     wrpkru(outside_meta(rdpkru()));
     if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
     return false;
