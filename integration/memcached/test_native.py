@@ -17,6 +17,7 @@ import time
 
 import pytest
 from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheServerError
 
 from memcached_run import POLICY, Memcached
 
@@ -24,59 +25,39 @@ CLIENTS = 8
 OPS_PER_CLIENT = 200
 
 
+SIZES = [1, 7, 100, 1000, 4096, 30000, 100000, 500000, 1000000]
+
+
 def value_for(key, version, size):
     seed = f"{key}/{version}/".encode()
     return (seed * (size // len(seed) + 1))[:size]
 
 
+def refused_for_memory(e):
+    """memcached's own answer when it cannot find memory for an item: with -m 40 and values up to
+    1 MB written by 8 clients at once, every item of a slab class can be in use ("SERVER_ERROR Out
+    of memory during read", "... out of memory storing object"). It happens without the shim too."""
+    return isinstance(e, MemcacheServerError) and "out of memory" in str(e).lower()
+
+
 def client_workload(port, cid, failures, counts):
-    """One client's mix of set/get/delete/incr/cas/append; every hit must be exact."""
+    """One client's mix of set/get/delete/incr/cas/append; every hit must be exact. A write that
+    memcached refuses for lack of memory is counted, and its key's value is then unknown (the
+    old one may or may not have been dropped): later reads of it are not judged."""
     rng = random.Random(cid)
     c = Client(("127.0.0.1", port), connect_timeout=5, timeout=20, default_noreply=False)
     last = {}      # key -> bytes last written by this client (None: deleted)
-    sizes = [1, 7, 100, 1000, 4096, 30000, 100000, 500000, 1000000]
     try:
         for op in range(OPS_PER_CLIENT):
             key = f"c{cid}-k{rng.randrange(40)}"
             kind = rng.choice(["set", "set", "get", "get", "delete", "append", "cas", "incr"])
-            if kind == "set":
-                v = value_for(key, op, rng.choice(sizes))
-                assert c.set(key, v), f"set {key} failed"
-                last[key] = v
-            elif kind == "get":
-                got = c.get(key)
-                if got is not None and key in last and got != last[key]:
-                    failures.append(f"get {key}: wrong data ({len(got)} bytes, expected {len(last[key] or b'')})")
-                if got is not None and key in last and last[key] is None:
-                    failures.append(f"get {key}: a deleted key is back")
-                counts["hit" if got is not None else "miss"] += 1
-            elif kind == "delete":
-                c.delete(key)
-                last[key] = None
-            elif kind == "append":
-                if c.append(key, b"+tail") and last.get(key) is not None:
-                    last[key] += b"+tail"
-                elif key in last and last[key] is not None:
-                    last.pop(key)        # evicted meanwhile: nothing is known any more
-            elif kind == "cas":
-                got, unique = c.gets(key)
-                if got is None:
-                    continue
-                if key in last and last[key] is not None and got != last[key]:
-                    failures.append(f"gets {key}: wrong data")
-                v = value_for(key, op + 100000, rng.choice(sizes[:6]))
-                if c.cas(key, v, unique):
-                    last[key] = v
-                if c.cas(key, b"stale", unique):
-                    failures.append(f"cas {key}: a stale unique won")
-            else:
-                ckey = f"c{cid}-counter"
-                c.set(ckey, b"5")
-                for n in range(1, 6):
-                    r = c.incr(ckey, 2)
-                    if r is not None and r != 5 + 2 * n:
-                        failures.append(f"incr {ckey}: {r}, expected {5 + 2 * n}")
-                        break
+            try:
+                client_op(c, rng, cid, op, key, kind, last, failures, counts)
+            except MemcacheServerError as e:
+                if not refused_for_memory(e):
+                    raise
+                counts["refused"] += 1
+                last.pop(key, None)
         for key, v in last.items():
             got = c.get(key)
             if got is not None and (v is None or got != v):
@@ -85,6 +66,48 @@ def client_workload(port, cid, failures, counts):
         failures.append(f"client {cid}: {type(e).__name__}: {e}")
     finally:
         c.close()
+
+
+def client_op(c, rng, cid, op, key, kind, last, failures, counts):
+    """One operation of client_workload's mix."""
+    if kind == "set":
+        v = value_for(key, op, rng.choice(SIZES))
+        assert c.set(key, v), f"set {key} failed"
+        last[key] = v
+    elif kind == "get":
+        got = c.get(key)
+        if got is not None and key in last and got != last[key]:
+            failures.append(f"get {key}: wrong data ({len(got)} bytes, expected {len(last[key] or b'')})")
+        if got is not None and key in last and last[key] is None:
+            failures.append(f"get {key}: a deleted key is back")
+        counts["hit" if got is not None else "miss"] += 1
+    elif kind == "delete":
+        c.delete(key)
+        last[key] = None
+    elif kind == "append":
+        if c.append(key, b"+tail") and last.get(key) is not None:
+            last[key] += b"+tail"
+        elif key in last and last[key] is not None:
+            last.pop(key)        # evicted meanwhile: nothing is known any more
+    elif kind == "cas":
+        got, unique = c.gets(key)
+        if got is None:
+            return
+        if key in last and last[key] is not None and got != last[key]:
+            failures.append(f"gets {key}: wrong data")
+        v = value_for(key, op + 100000, rng.choice(SIZES[:6]))
+        if c.cas(key, v, unique):
+            last[key] = v
+        if c.cas(key, b"stale", unique):
+            failures.append(f"cas {key}: a stale unique won")
+    else:
+        ckey = f"c{cid}-counter"
+        c.set(ckey, b"5")
+        for n in range(1, 6):
+            r = c.incr(ckey, 2)
+            if r is not None and r != 5 + 2 * n:
+                failures.append(f"incr {ckey}: {r}, expected {5 + 2 * n}")
+                break
 
 
 def test_policy_is_valid(tools):
@@ -97,7 +120,7 @@ def test_concurrent_clients_exact_data_with_evictions(tools, tmp_path):
     # -m 40 (the least memcached -e -I 2m starts with) and values up to 1 MB: items are evicted.
     with Memcached(tmp_path, shim=tools["mc_shim"], memory_mb=40,
                    env={"MPK_STATS": str(tmp_path / "stats.json")}) as mc:
-        failures, counts = [], {"hit": 0, "miss": 0}
+        failures, counts = [], {"hit": 0, "miss": 0, "refused": 0}
         threads = [threading.Thread(target=client_workload, args=(mc.port, i, failures, counts))
                    for i in range(CLIENTS)]
         for t in threads:
