@@ -93,9 +93,13 @@ struct Region {
 
 struct Policy {
   Settings settings;
-  int region_count = 0;
-  Region regions[kMaxRegions];
   char source[kSourcePathMax + 1] = {};  // the file it was loaded from; "" for the defaults
+  int region_count = 0;
+  // Only the first region_count are meaningful (and last: used_bytes() covers them).
+  Region regions[kMaxRegions];
+
+  // The bytes that hold the policy: everything before the regions, and the regions in use.
+  size_t used_bytes() const { return offsetof(Policy, regions) + static_cast<size_t>(region_count) * sizeof(Region); }
 };
 
 // What the shim knows about a mapping when it is created (mmap) or first mprotect'ed.

@@ -165,7 +165,7 @@ PolicyChoice policy_load() {
 }
 
 LegacyHooks policy_legacy_hooks() {
-  if (void *copy = engine_meta_copy(&g_loaded, sizeof g_loaded)) g_policy = static_cast<const cfg::Policy *>(copy);
+  if (void *copy = engine_meta_copy(&g_loaded, sizeof g_loaded, g_loaded.used_bytes())) g_policy = static_cast<const cfg::Policy *>(copy);
   LegacyHooks h;
   h.match = match_range;
   h.rule = rule_of;

@@ -151,13 +151,14 @@ void engine_set_options(int key_budget, int sync_signal) {
   if (sync_signal >= SIGRTMIN && sync_signal <= SIGRTMAX) g_opt_sync_signal = sync_signal;
 }
 
-void *engine_meta_copy(const void *src, size_t size) {
+void *engine_meta_copy(const void *src, size_t size, size_t used) {
   EngineState *st = state();
   if (!st) return nullptr;
+  if (used > size) used = size;
   Section s(*st);
   Locked l;
-  void *p = g_arena.alloc(size);
-  if (p) __builtin_memcpy(p, src, size);
+  void *p = g_arena.alloc(size);  // zeroed, and untouched past what is copied
+  if (p) __builtin_memcpy(p, src, used);
   return p;
 }
 

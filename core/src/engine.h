@@ -16,8 +16,9 @@ namespace mpk {
 // Out-of-range values are ignored.
 void engine_set_options(int key_budget, int sync_signal);
 int engine_init(int evict_rate);
-// A copy of size bytes in the metadata arena (write-protected outside the engine), or nullptr.
-void *engine_meta_copy(const void *src, size_t size);
+// A block of size bytes in the metadata arena (write-protected outside the engine) holding a copy
+// of the first `used` bytes of src, the rest zero; or nullptr.
+void *engine_meta_copy(const void *src, size_t size, size_t used);
 bool engine_ready();
 void *engine_mmap(int vkey, void *addr, size_t len, int prot, int flags, int fd, off_t off, int *err);
 int engine_munmap(int vkey);

@@ -72,7 +72,7 @@ void leave(EngineState &st, ThreadRecord *rec, uint32_t grant) {
   }
 }
 
-int lock_id(const ThreadRecord *rec) { return rec ? rec->index + 1 : -sys::gettid(); }
+int lock_id(const ThreadRecord *rec) { return rec ? rec->index() + 1 : -sys::gettid(); }
 
 bool KeyLock::try_acquire(KeyState &ks, int id) {
   int32_t expected = 0;

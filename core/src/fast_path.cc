@@ -56,7 +56,7 @@ bool run(EngineState &st, int k, Body body, int *rc) {
   wrpkru(inside_meta(rdpkru()));  // 1st PKRU write
   // Ordering: the lock is taken before the waiters are read (KeyLock::wait_acquire marks itself
   // first), so a slow path or fork waiting for it is seen here and given the lock.
-  bool got = KeyLock::try_acquire(ks, rec->index + 1);
+  bool got = KeyLock::try_acquire(ks, rec->index() + 1);
   if (got && ks.waiters.load(std::memory_order_seq_cst) != 0) {
     KeyLock::release(ks);
     got = false;
@@ -78,8 +78,8 @@ bool run(EngineState &st, int k, Body body, int *rc) {
   // no second look at the state (note_held).
   if (c.set_own && static_cast<uint8_t>(c.own) != rec->held[k].load(kRelaxed)) {
     rec->held[k].store(static_cast<uint8_t>(c.own), std::memory_order_release);
-    std::atomic<uint64_t> &w = ks.holders[rec->index / 64];
-    uint64_t bit = uint64_t{1} << (rec->index % 64);
+    std::atomic<uint64_t> &w = ks.holders[rec->index() / 64];
+    uint64_t bit = uint64_t{1} << (rec->index() % 64);
     if (c.own != Rights::kNone && !(w.load(kRelaxed) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
   }
   if (!ks.referenced.load(kRelaxed)) ks.referenced.store(1, kRelaxed);

@@ -20,6 +20,7 @@
 namespace mpk {
 
 struct EngineState;
+struct ThreadRecord;
 
 enum class Backend : uint8_t { kNone = 0, kHardware = 1, kSimulated = 2 };
 
@@ -45,6 +46,7 @@ struct alignas(4096) Roots {
   std::atomic<void *> legacy{nullptr};          // legacy.cc: its LegacyState
   IsolationHooks hooks;                         // isolation.cc
   std::atomic<int> isolated{0};                 // isolation.cc: isolated groups alive
+  ThreadRecord *records = nullptr;              // thread_registry.h: the records' array
 };
 static_assert(sizeof(Roots) == 4096, "the roots fill exactly one page of their own");
 

@@ -304,7 +304,7 @@ uint32_t lowered_to_state(const EngineState &st, uint32_t base, const ThreadReco
 void note_held(EngineState &st, ThreadRecord *rec, int k, Rights r) {
   rec->held[k].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
   if (r == Rights::kNone) return;
-  st.keys[k].holders[rec->index / 64].fetch_or(uint64_t{1} << (rec->index % 64), std::memory_order_seq_cst);
+  st.keys[k].holders[rec->index() / 64].fetch_or(uint64_t{1} << (rec->index() % 64), std::memory_order_seq_cst);
 }
 
 uint32_t pkru_from_state(EngineState &st, ThreadRecord *rec, uint32_t keys) {
@@ -376,7 +376,7 @@ void reap_thread(EngineState &st, ThreadRecord *r) {
       KeyLock kl(st, k);
       if (st.keys[k].pins.load(std::memory_order_relaxed)) st.keys[k].pins.fetch_sub(1, std::memory_order_relaxed);
     }
-    st.keys[k].holders[r->index / 64].fetch_and(~(uint64_t{1} << (r->index % 64)), std::memory_order_seq_cst);
+    st.keys[k].holders[r->index() / 64].fetch_and(~(uint64_t{1} << (r->index() % 64)), std::memory_order_seq_cst);
   }
   st.threads.remove(r);
 }
@@ -391,12 +391,12 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
   uint64_t cand[ThreadRegistry::kMaxThreads / 64];
   const std::atomic<uint64_t> *live = st.threads.live_set();
   uint64_t others = 0;
-  const uint64_t self_bit = self ? uint64_t{1} << (self->index % 64) : 0;
+  const uint64_t self_bit = self ? uint64_t{1} << (self->index() % 64) : 0;
   for (int w = 0; w < kWords; ++w) {
     uint64_t b = eager ? live[w].load(std::memory_order_seq_cst) : 0;
     for (uint32_t m = keys & ~eager; m; m &= m - 1) b |= st.keys[__builtin_ctz(m)].holders[w].load(std::memory_order_seq_cst);
     cand[w] = b;
-    others |= self && w == self->index / 64 ? b & ~self_bit : b;
+    others |= self && w == self->index() / 64 ? b & ~self_bit : b;
   }
   if (!others) return true;  // nobody but the caller: the common case of a single-threaded toggle
 
@@ -437,8 +437,8 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
             // Holds nothing on k: it leaves k's holders, so later revocations do not even look at
             // its record (which it writes on its own fast path). Then held[] is read again: a
             // thread that gained the right meanwhile has set its bit again, or is seen here.
-            std::atomic<uint64_t> &w = st.keys[k].holders[r.index / 64];
-            const uint64_t bit = uint64_t{1} << (r.index % 64);
+            std::atomic<uint64_t> &w = st.keys[k].holders[r.index() / 64];
+            const uint64_t bit = uint64_t{1} << (r.index() % 64);
             w.fetch_and(~bit, std::memory_order_seq_cst);
             held = static_cast<Rights>(r.held[k].load(std::memory_order_seq_cst));
             if (held != Rights::kNone) w.fetch_or(bit, std::memory_order_seq_cst);

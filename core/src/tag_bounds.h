@@ -4,8 +4,9 @@
 // program maps or first writes beside it meanwhile gets an anon_vma of its own: once the range
 // is back on key 0 the two can stay separate VMAs where natively they would be one (vma_join.h).
 // Only at these addresses is such a cut the engine's doing; anywhere else it is the program's.
-// The most recent kTagBounds range ends are kept (older ones are forgotten: joins there are then
-// left to the kernel).
+// Up to kTagBounds range ends are kept, in sets by address so that noting and looking one up cost
+// a few loads (a JIT cutting one page out of its code area notes on every such call); within a
+// set the oldest is forgotten first (joins there are then left to the kernel).
 #pragma once
 
 #include <cstddef>

@@ -12,11 +12,10 @@ namespace mpk {
 bool ThreadRegistry::init(MetaArena &arena) {
   void *mem = arena.alloc(sizeof(ThreadRecord) * kMaxThreads);
   if (!mem) return false;
+  // The arena's memory is fresh and zeroed, which is what a free record holds: nothing is
+  // written here, so the array's pages are only touched (faulted in) as threads use them.
   records_ = static_cast<ThreadRecord *>(mem);
-  for (int i = 0; i < kMaxThreads; ++i) {
-    new (&records_[i]) ThreadRecord();
-    records_[i].index = i;
-  }
+  g_roots.records = records_;
   high_water_.store(0, std::memory_order_release);
   return true;
 }
@@ -46,7 +45,7 @@ ThreadRecord *ThreadRegistry::add(int tid) {
 }
 
 void ThreadRegistry::remove(ThreadRecord *r) {
-  live_[r->index / 64].fetch_and(~(uint64_t{1} << (r->index % 64)), std::memory_order_seq_cst);
+  live_[r->index() / 64].fetch_and(~(uint64_t{1} << (r->index() % 64)), std::memory_order_seq_cst);
   for (auto &h : r->held) h.store(0, std::memory_order_relaxed);
   r->pending.store(0, std::memory_order_relaxed);
   r->in_lib.store(0, std::memory_order_relaxed);

@@ -3,7 +3,9 @@
 // Records live in the metadata arena in a fixed array; claiming and releasing a record is
 // lock-free (the sync signal handler reads records without the engine lock). A record holds:
 //   tid      0 when free
-//   index    its place in the array: its bit in the live set and in each key's holder set
+//   index()  its place in the array: its bit in the live set and in each key's holder set
+//            (computed from its address: the array's base is a root, so nothing is written to
+//            the 8,192 records at start-up and their pages are touched only when used)
 //   held[k]  the Rights this thread's PKRU holds on hardware key k, as last written by the thread
 //            itself or by its sync handler (never less than the register: a revoker trusts it)
 //   pending  keys a revoker changed for this thread that its PKRU has not taken yet: the sync
@@ -21,6 +23,7 @@
 #include <cstdint>
 
 #include "cpu.h"
+#include "roots.h"
 
 namespace mpk {
 
@@ -36,7 +39,6 @@ void close_dir(int fd);
 // Aligned to cache lines: each thread writes its own record on its fast paths.
 struct alignas(64) ThreadRecord {
   std::atomic<int> tid{0};
-  int index = 0;
   std::atomic<uint8_t> held[kHwKeys] = {};
   std::atomic<uint32_t> pending{0};
   std::atomic<uint32_t> in_lib{0};
@@ -50,6 +52,8 @@ struct alignas(64) ThreadRecord {
   char name[16] = {};          // the thread's name (comm) as last read, for policies and reports
   uintptr_t start_routine = 0; // the routine it was created with (0: not seen)
   char start_sym[96] = {};     // its name as the policy sees it ("" unknown)
+
+  int index() const { return static_cast<int>(this - g_roots.records); }
 };
 
 class ThreadRegistry {
