@@ -136,7 +136,7 @@ constexpr const char *kRootKeys[] = {"mode", "on_error", "key_budget", "evict_ra
                                              "promote_after", "sync_signal", "log", "region"};
 constexpr const char *kRegionKeys[] = {
     "name", "path", "min_size", "max_size", "prot", "address", "caller", "anonymous", "shared",
-    "action", "promote_after", "exec", "grants", "default", "enforce", "thread"};
+    "action", "promote_after", "exec", "grants", "default", "enforce", "mprotect", "thread"};
 constexpr const char *kThreadKeys[] = {"name", "start", "right"};
 
 constexpr const char *kModes[] = {"enforce", "audit", "off"};
@@ -144,6 +144,7 @@ constexpr const char *kOnErrors[] = {"fail", "passthrough"};
 constexpr const char *kActions[] = {"emulate", "isolate", "passthrough"};
 constexpr const char *kExecModes[] = {"ceiling", "exact"};
 constexpr const char *kGrants[] = {"lazy", "eager"};
+constexpr const char *kMprotectModes[] = {"kernel", "thread"};
 constexpr const char *kRights[] = {"none", "r", "rw"};
 constexpr const char *kRegionModes[] = {"enforce", "audit"};
 
@@ -483,6 +484,10 @@ bool Loader::load_region_key(const toml::key &k, const toml::node &n, Region *r)
     if (r->action != Action::kIsolate) return only_for("isolate regions");
     if (!get_choice(n, key, kRegionModes, &v)) return false;
     r->mode = v == 0 ? Mode::kEnforce : Mode::kAudit;
+  } else if (key == "mprotect") {
+    if (r->action != Action::kIsolate) return only_for("isolate regions");
+    if (!get_choice(n, key, kMprotectModes, &v)) return false;
+    r->mprotect = static_cast<MprotectMode>(v);
   } else if (key == "thread") {
     if (r->action != Action::kIsolate) return only_for("isolate regions");
     return load_threads(k, n, r);

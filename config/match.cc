@@ -79,6 +79,7 @@ const char *action_name(Action a) {
 
 const char *exec_name(ExecMode e) { return e == ExecMode::kCeiling ? "ceiling" : "exact"; }
 const char *grants_name(Grants g) { return g == Grants::kLazy ? "lazy" : "eager"; }
+const char *mprotect_mode_name(MprotectMode m) { return m == MprotectMode::kKernel ? "kernel" : "thread"; }
 
 const char *right_name(int right) {
   switch (right) {

@@ -29,6 +29,9 @@ enum class OnError : uint8_t { kFail, kPassthrough };
 enum class Action : uint8_t { kEmulate, kIsolate, kPassthrough };
 enum class ExecMode : uint8_t { kCeiling, kExact };
 enum class Grants : uint8_t { kLazy, kEager };
+// What the program's mprotect on an isolated region does: goes to the kernel (process-wide, the
+// default), or changes the calling thread's right only (a JIT's code area: "thread").
+enum class MprotectMode : uint8_t { kKernel, kThread };
 
 // A thread's right on an isolated region; ordered, so a larger value is more access.
 enum Right : int { kRightNone = 0, kRightRead = 1, kRightReadWrite = 2 };
@@ -83,6 +86,7 @@ struct Region {
   int promote_after = 2;              // emulate: the global value unless the region overrides it
   ExecMode exec = ExecMode::kCeiling;
   Grants grants = Grants::kLazy;
+  MprotectMode mprotect = MprotectMode::kKernel;  // isolate only
 
   // Isolate only.
   int default_right = kRightNone;
@@ -159,6 +163,7 @@ const char *on_error_name(OnError e);
 const char *action_name(Action a);
 const char *exec_name(ExecMode e);
 const char *grants_name(Grants g);
+const char *mprotect_mode_name(MprotectMode m);
 const char *right_name(int right);
 // "rwx", "rw-", ... or "none" into buf (at least 5 bytes).
 const char *prot_string(int prot, char *buf);

@@ -14,6 +14,12 @@ page, folded back when the half is set again), never a reason to dissolve the gr
     (app_workloads.GROUP_RANGES: here the area and its two halves, 3), so a part that cuts
     a group never has a group made of it again and again.
 
+With config/examples/ruby-yjit.toml (mprotect = "thread") the code area is instead one isolated
+group whose toggles change only the calling thread's right (libmpk's semantics for a JIT's code
+cache): the output is the same, >= 95% of the calls are emulated without any system call (no
+page-level exceptions), and in enforce mode no violation is ever reported, i.e. YJIT writes code
+only from a thread that made the area writable itself.
+
 Where these run follows test_apps.py: natively on a CPU with PKU, otherwise in one boot of
 a QEMU guest whose emulated CPU has PKU. The same checks also run natively on simulated keys
 (MPK_SIMULATE=1, any CPU): the engine then decides exactly as on real keys (groups,
@@ -22,6 +28,7 @@ the program's output, not protection.
 """
 
 import json
+import os
 
 import pytest
 
@@ -58,6 +65,30 @@ def expect_served(workload, stats_text, where):
     assert stats["violations"] == 0, f"{workload.name}: violations without a policy: {stats}"
 
 
+JIT_POLICY = os.path.join(test_apps.REPO, "config", "examples", "ruby-yjit.toml")
+
+
+def expect_thread_toggles(workload, stats_text, where):
+    """The JIT policy: the area is one isolated group, every call on it a PKRU write."""
+    assert stats_text is not None, f"{workload.name}: the shim wrote no MPK_STATS file ({where})"
+    stats = json.loads(stats_text)
+    calls = stats["mprotect_calls"]
+    assert calls >= workload.min_mprotect, (
+        f"{workload.name}: the shim saw {calls} mprotect calls, fewer than the program makes ({where})")
+    regions = [r for r in stats["regions"] if r["name"] == "yjit-code"]
+    assert len(regions) == 1 and regions[0]["kind"] == "isolate-thread", (
+        f"{workload.name}: the code area is not the policy's region ({where}): {stats['regions']}")
+    assert stats["mprotect_emulated"] / calls >= test_apps.MIN_EMULATED_SHARE, (
+        f"{workload.name}: {stats['mprotect_emulated']} of {calls} calls emulated ({where}): {stats}")
+    assert stats["exceptions"] == 0 and stats["dissolves"] == 0, (
+        f"{workload.name}: a toggle went to the kernel ({where}): {stats}")
+    assert stats["violations"] == 0, f"{workload.name}: code written without a write right ({where}): {stats}"
+
+
+def jit_argv(workload, shim, stats):
+    return (test_apps.MPK_RUN, "--shim", shim, "--config", JIT_POLICY, "--stats", str(stats), "--") + workload.argv
+
+
 @pytest.fixture(scope="session")
 def ruby(workloads):
     return workloads[NAME]
@@ -92,6 +123,21 @@ def test_native_one_group_per_area(ruby, native_runs, host_has_pku):
     if not host_has_pku:
         pytest.skip(test_apps.NO_PKU_REASON)
     expect_one_group_per_area(ruby, native_runs[2], "native run")
+
+
+@pytest.fixture(scope="session")
+def native_jit_run(ruby, shim, tmp_path_factory):
+    work = tmp_path_factory.mktemp(NAME + "_jit")
+    stats = work / "stats.json"
+    out = test_apps.run_native(jit_argv(ruby, shim, stats), work)
+    return out, stats.read_text() if stats.exists() else None
+
+
+def test_native_jit_policy(ruby, native_runs, native_jit_run, host_has_pku):
+    if not host_has_pku:
+        pytest.skip(test_apps.NO_PKU_REASON)
+    test_apps.expect_same_output(ruby, native_runs[0], native_jit_run[0], "under the shim with ruby-yjit.toml")
+    expect_thread_toggles(ruby, native_jit_run[1], "native run, ruby-yjit.toml")
 
 
 def test_noprotect_same_output(ruby, noprotect, native_runs, tmp_path):
@@ -132,6 +178,15 @@ def test_simulated_one_group_per_area(ruby, simulated_run):
     expect_one_group_per_area(ruby, simulated_run[1], "simulated keys")
 
 
+def test_simulated_jit_policy(ruby, shim, native_runs, tmp_path):
+    stats = tmp_path / "stats.json"
+    env = test_apps.clean_env()
+    env["MPK_SIMULATE"] = "1"
+    out = test_apps.run_native(jit_argv(ruby, shim, stats), tmp_path, env=env)
+    test_apps.expect_same_output(ruby, native_runs[0], out, "under the shim with ruby-yjit.toml, simulated keys")
+    expect_thread_toggles(ruby, stats.read_text() if stats.exists() else None, "simulated keys, ruby-yjit.toml")
+
+
 # ---------------------------------------------------------------------------------------
 # The same in a QEMU guest with an emulated CPU that has PKU (only where the host lacks it)
 # ---------------------------------------------------------------------------------------
@@ -142,11 +197,14 @@ def guest_results(ruby, shim, host_has_pku, tmp_path_factory):
         pytest.skip("the host CPU has PKU: the native tests check emulation already")
     work = tmp_path_factory.mktemp(NAME + "_guest")
     stats = f"/tmp/{NAME}.stats.json"
+    jit_stats = f"/tmp/{NAME}.jit.stats.json"
     runs = [guest_runs.GuestRun(f"{NAME}.native", ruby.argv),
             guest_runs.GuestRun(f"{NAME}.shim", guest_runs.under_shim(ruby.argv, shim, stats),
-                                fetch=stats)]
+                                fetch=stats),
+            guest_runs.GuestRun(f"{NAME}.jit", (guest_runs.BASH,) + jit_argv(ruby, shim, jit_stats),
+                                fetch=jit_stats)]
     try:
-        return guest_runs.run(runs, [shim, *ruby.files], str(work), copies=ruby.copies,
+        return guest_runs.run(runs, [shim, JIT_POLICY, *ruby.files], str(work), copies=ruby.copies,
                               timeout=480)
     except RuntimeError as e:
         pytest.fail(f"QEMU guest run failed: {e}")
@@ -165,3 +223,10 @@ def test_guest_emulation(ruby, guest_results):
 
 def test_guest_one_group_per_area(ruby, guest_results):
     expect_one_group_per_area(ruby, guest_results[f"{NAME}.shim"].fetched, "QEMU guest with PKU")
+
+
+def test_guest_jit_policy(ruby, guest_results):
+    native, jit = guest_results[f"{NAME}.native"], guest_results[f"{NAME}.jit"]
+    test_apps.expect_same_output(ruby, (native.status, native.output), (jit.status, jit.output),
+                                 "under the shim with ruby-yjit.toml (QEMU guest with PKU)")
+    expect_thread_toggles(ruby, jit.fetched, "QEMU guest with PKU, ruby-yjit.toml")

@@ -70,6 +70,7 @@ RangeRule rule_of(int region) {
   rr.promote_after = r.promote_after;
   rr.exec_exact = r.exec == cfg::ExecMode::kExact;
   rr.eager = r.grants == cfg::Grants::kEager;
+  rr.thread_toggles = r.mprotect == cfg::MprotectMode::kThread;
   rr.action = r.action == cfg::Action::kEmulate   ? RangeRule::kEmulate
               : r.action == cfg::Action::kIsolate ? RangeRule::kIsolate
                                                   : RangeRule::kPassthrough;

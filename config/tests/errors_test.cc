@@ -94,6 +94,8 @@ TEST(Errors, BadChoice) {
   EXPECT_EQ(e, "p.toml:5:8: 'exec' in [[region]] 'r' must be one of \"ceiling\" or \"exact\", found \"rwx\"");
   e = error_of(std::string(kRegionHead) + "prot = \"r\"\naction = \"emulate\"\ngrants = \"now\"\n");
   EXPECT_TRUE(starts_with(e, "p.toml:5:10: 'grants' in [[region]] 'r' must be one of \"lazy\" or \"eager\"")) << e;
+  e = error_of(std::string(kRegionHead) + "prot = \"rx\"\naction = \"isolate\"\nmprotect = \"process\"\n");
+  EXPECT_EQ(e, "p.toml:5:12: 'mprotect' in [[region]] 'r' must be one of \"kernel\" or \"thread\", found \"process\"");
 }
 
 TEST(Errors, SyncSignal) {
@@ -160,6 +162,9 @@ TEST(Errors, KeysThatDoNotFitTheAction) {
   EXPECT_EQ(error_of(base + "action = \"isolate\"\npromote_after = 3\n"),
             "p.toml:5:1: 'promote_after' in [[region]] 'r' applies to emulate regions only (this region has "
             "action = \"isolate\")");
+  EXPECT_EQ(error_of(base + "action = \"emulate\"\nmprotect = \"thread\"\n"),
+            "p.toml:5:1: 'mprotect' in [[region]] 'r' applies to isolate regions only (this region has action = "
+            "\"emulate\")");
   EXPECT_EQ(error_of(base + "action = \"passthrough\"\nexec = \"exact\"\n"),
             "p.toml:5:1: 'exec' in [[region]] 'r' applies to emulate and isolate regions only (this region has "
             "action = \"passthrough\")");

@@ -153,6 +153,7 @@ name = "keys"
 address = [4096, 8192]
 action = "isolate"
 enforce = "enforce"
+mprotect = "thread"
 )");
   ASSERT_TRUE(l.ok) << l.error;
   ASSERT_EQ(l.policy->region_count, 2);
@@ -175,6 +176,8 @@ enforce = "enforce"
   EXPECT_EQ(k.addr_lo, 4096u);
   EXPECT_EQ(k.addr_hi, 8192u);
   EXPECT_EQ(k.default_right, kRightNone);
+  EXPECT_EQ(r.mprotect, MprotectMode::kKernel);  // the default
+  EXPECT_EQ(k.mprotect, MprotectMode::kThread);
 }
 
 TEST(Load, LimitsAreInclusive) {

@@ -91,6 +91,9 @@ void print_region(const Policy &p, int index) {
         printf(" -> %s\n", right_name(t.right));
       }
       printf("    any other thread -> %s\n", right_name(r.default_right));
+      if (r.mprotect == MprotectMode::kThread)
+        printf("  mprotect on it changes the calling thread's right only (no system call; the pages stay "
+               "readable, writable and, if mapped so, executable in the page table)\n");
       break;
     case Action::kPassthrough:
       printf("  left alone: plain mprotect, no key\n");

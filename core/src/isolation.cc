@@ -4,11 +4,14 @@
 #include <sys/ucontext.h>
 
 #include <atomic>
+#include <new>
 
 #include "engine_internal.h"
 #include "raw_log.h"
 #include "stats.h"
+#include "stats_page.h"
 #include "sync.h"
+#include "write_spans.h"
 #include "sys.h"
 
 namespace mpk {
@@ -47,10 +50,20 @@ uint32_t apply(EngineState &st, ThreadRecord &r) {
   for (int k = 1; k < kHwKeys; ++k) {
     PageGroup *g = st.cache.owner(k);
     if (!g || !g->isolate) continue;
+    // A thread-toggled group: the policy gives a thread its first right only; from then on the
+    // thread's own mprotect calls decide it (a rename must not take a JIT's write right away).
+    if (g->thread_toggles && r.iso[k].load(std::memory_order_relaxed)) continue;
     uint8_t v = right_for(*g, r);
     if (r.iso[k].exchange(v, std::memory_order_acq_rel) != v) changed |= 1u << k;
   }
   return changed;
+}
+
+void free_writers(PageGroup &g) {
+  if (g.writers) {
+    g_arena.free(g.writers, sizeof(WriteSpans));
+    g.writers = nullptr;
+  }
 }
 
 }  // namespace
@@ -62,6 +75,7 @@ void isolation_set_hooks(const IsolationHooks &hooks) {
 bool isolation_any() { return g_isolated.load(std::memory_order_acquire) > 0; }
 
 void isolation_forget(PageGroup &g) {
+  free_writers(g);
   if (g.isolate) {
     RootsWrite w;
     g_isolated.fetch_sub(1, std::memory_order_release);
@@ -69,7 +83,7 @@ void isolation_forget(PageGroup &g) {
 }
 
 PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t len, int prot, int region,
-                           bool audit, ThreadRecord *self) {
+                           bool audit, bool thread_toggles, ThreadRecord *self) {
   PageGroup *g = new_group(st, vkey);
   if (!g) return nullptr;
   g->isolate = true;
@@ -78,7 +92,20 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
   g->exec_exact = true;
   g->ceiling = prot;
   g->prot = prot;
+  if (thread_toggles) {
+    // The page table at the ceiling for good: the key alone decides who reads and writes.
+    void *mem = g_arena.alloc(sizeof(WriteSpans));
+    if (!mem) {
+      delete_group(st, g);
+      return nullptr;
+    }
+    g->writers = new (mem) WriteSpans();
+    g->thread_toggles = true;
+    g->exec_exact = false;
+    g->ceiling = g->prot = PROT_READ | PROT_WRITE | (prot & PROT_EXEC);
+  }
   if (!g->add_range(g_arena, start, len)) {
+    free_writers(*g);
     delete_group(st, g);
     return nullptr;
   }
@@ -86,6 +113,7 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
   // give every thread its own right and the rest the default.
   int k = load(st, *g, /*may_evict=*/true, self);
   if (!k) {
+    free_writers(*g);
     delete_group(st, g);
     return nullptr;
   }
@@ -103,6 +131,66 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
     g_isolated.fetch_add(1, std::memory_order_release);
   }
   return g;
+}
+
+int isolation_toggle(EngineState &st, PageGroup &g, void *addr, size_t len, int prot, ThreadRecord *self,
+                     uint32_t *grant) {
+  const int k = g.hw_key;
+  KeyLock kl(st, k);
+  auto start = reinterpret_cast<uintptr_t>(addr);
+  size_t rlen = (len + 4095) & ~size_t{4095};
+  if (!(prot & PROT_READ) || (prot & ~g.ceiling)) {
+    // No read right (none, write-only, execute-only) or more than the ceiling: a right cannot say
+    // that, so the kernel does, for every thread, on that range (which keeps the key).
+    int rc = key_mprotect(addr, len, prot, k);
+    if (rc == 0) g.pt_lowered = true;
+    bump(stats().legacy_passthrough);
+    return rc;
+  }
+  if (g.pt_lowered) {
+    // Ordering: the range is back at the ceiling before the right below is what governs it.
+    int rc = key_mprotect(addr, len, g.ceiling, k);
+    if (rc != 0) return rc;
+    if (g.nranges == 1 && g.ranges[0].start == start && g.ranges[0].len == rlen) g.pt_lowered = false;
+  }
+  const uintptr_t lo = g.ranges[0].start, hi = g.ranges[g.nranges - 1].start + g.ranges[g.nranges - 1].len;
+  if (prot & PROT_WRITE) {
+    // Opened: the caller alone may write, from when it leaves the engine (the grant bit).
+    if (self) {
+      g.writers->open(self->index(), self->tid.load(std::memory_order_relaxed), start, start + rlen, lo, hi);
+      self->iso[k].store(static_cast<uint8_t>(Rights::kReadWrite) + 1, std::memory_order_release);
+      *grant |= 1u << k;
+    }
+  } else {
+    // Closed for everyone: a thread whose last open part this was goes back to the policy's
+    // right; other threads are synced before mprotect returns, as the kernel's call would be.
+    int32_t lost[WriteSpans::kMax][2];
+    int n = g.writers->close(start, start + rlen, lost, WriteSpans::kMax);
+    bool others = false;
+    if (n == WriteSpans::kEveryone) {
+      st.threads.for_each_live([&](ThreadRecord &r) {
+        if (&r == self || r.iso[k].load(std::memory_order_relaxed) != static_cast<uint8_t>(Rights::kReadWrite) + 1)
+          return;
+        r.iso[k].store(right_for(g, r), std::memory_order_release);
+        others = true;
+      });
+    }
+    for (int i = 0; i < n; ++i) {
+      ThreadRecord *r = st.threads.at(lost[i][0]);
+      if (r == self || r->tid.load(std::memory_order_relaxed) != lost[i][1]) continue;  // gone meanwhile
+      r->iso[k].store(right_for(g, *r), std::memory_order_release);
+      others = true;
+    }
+    if (self && !g.writers->holds(self->index(), self->tid.load(std::memory_order_relaxed))) {
+      self->iso[k].store(right_for(g, *self), std::memory_order_release);
+      *grant |= 1u << k;
+    }
+    if (others) sync_keys(st, 1u << k, self);
+  }
+  ++g.toggles;
+  region_toggled(g.stat_slot);
+  bump_hot(Hot::legacy_emulated);
+  return 0;
 }
 
 void isolation_thread_start(EngineState &st, ThreadRecord &rec) {

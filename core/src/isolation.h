@@ -21,9 +21,15 @@ namespace mpk {
 void isolation_set_hooks(const IsolationHooks &hooks);
 
 // Caller is inside a Section, holds the lock, and has just mapped [start, start+len) (nobody else
-// knows the address yet). Makes it an isolated group; nullptr when no key can be had.
+// knows the address yet). Makes it an isolated group; nullptr when no key can be had. With
+// thread_toggles the pages are put at read/write (and execute if prot has it) on the key, and the
+// program's mprotect calls on them change the calling thread's right only (isolation_toggle).
 PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t len, int prot, int region,
-                           bool audit, ThreadRecord *self);
+                           bool audit, bool thread_toggles, ThreadRecord *self);
+// Caller is inside Section s and holds the lock: the program's mprotect(addr, len, prot) on a part
+// of g, a group with thread toggles. Returns the call's result (0, or the kernel's -errno).
+int isolation_toggle(EngineState &st, PageGroup &g, void *addr, size_t len, int prot, ThreadRecord *self,
+                     uint32_t *grant);
 // Caller is inside a Section and holds the lock: the group is going away.
 void isolation_forget(PageGroup &g);
 // Caller is inside a Section (not holding the lock): gives a new thread its rights.

@@ -208,6 +208,18 @@ int find_containing(const LegacyState &ls, uintptr_t start, size_t len) {
   return -1;
 }
 
+// The thread-toggled group (isolation.h) with a range holding all of [start, start+len), or -1.
+int find_thread_toggled(const LegacyState &ls, uintptr_t start, size_t len) {
+  if (!maybe_tracked(start, len)) return -1;
+  for (int i = 0; i < ls.ngroups; ++i) {
+    const PageGroup *g = ls.groups[i];
+    if (!g->thread_toggles || !g->hw_key) continue;
+    for (uint32_t r = 0; r < g->nranges; ++r)
+      if (g->ranges[r].start <= start && start + len <= g->ranges[r].start + g->ranges[r].len) return i;
+  }
+  return -1;
+}
+
 int find_exact(const LegacyState &ls, uintptr_t start, size_t len) {
   for (int i = 0; i < ls.ngroups; ++i) {
     const PageGroup *g = ls.groups[i];
@@ -294,6 +306,8 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
   Section s(*st);
   Locked l;
   bump_hot(Hot::legacy_calls);
+  if (int t = find_thread_toggled(*ls, start, rlen); t >= 0)
+    return isolation_toggle(*st, *ls->groups[t], addr, len, prot, s.rec, &s.grant);
   int i = find_exact(*ls, start, rlen);
   if (i >= 0) {
     PageGroup *g = ls->groups[i];
@@ -410,7 +424,7 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
   RangeRule rule = rule_for(*ls, region);
   if (rule.action != RangeRule::kIsolate) return p;
   if (ls->ngroups == kMaxGroups) return p;
-  PageGroup *g = isolation_adopt(*st, ls->next_vkey++, pa, rlen, prot, region, rule.audit, s.rec);
+  PageGroup *g = isolation_adopt(*st, ls->next_vkey++, pa, rlen, prot, region, rule.audit, rule.thread_toggles, s.rec);
   if (!g) {
     const char *name = ls->hooks.region_name ? ls->hooks.region_name(region) : nullptr;
     MPK_LOG(kError, "region '%s': no protection key left to isolate %p+%zu; it is NOT isolated",
@@ -420,7 +434,10 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
   ls->groups[ls->ngroups++] = g;
   s.grant |= 1u << g->hw_key;  // this thread's own right on the region
   g->stat_slot = static_cast<int16_t>(region_claim(ls->hooks.region_name ? ls->hooks.region_name(region) : nullptr,
-                                                   rule.audit ? "isolate-audit" : "isolate", pa, rlen));
+                                                   rule.thread_toggles ? (rule.audit ? "isolate-thread-audit" : "isolate-thread")
+                                                   : rule.audit        ? "isolate-audit"
+                                                                       : "isolate",
+                                                   pa, rlen));
   region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
   widen_bounds(pa, rlen);
   bump(stats().promotions);

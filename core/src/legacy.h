@@ -26,6 +26,7 @@ struct RangeRule {
   int promote_after = 2;   // successful mprotect calls on the range before it becomes a group
   bool exec_exact = false; // keep execute rights exact (a system call per RW<->RX toggle)
   bool eager = false;      // grants reach every thread before mprotect returns (not on first use)
+  bool thread_toggles = false;  // isolate: mprotect changes the calling thread's right only
 };
 
 struct LegacyHooks {
