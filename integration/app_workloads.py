@@ -27,6 +27,7 @@ PHP_OPCACHE_ARGS = (
 # loaded, so the run needs nothing from /usr/lib/ruby and does not depend on the gems installed;
 # the script itself is what YJIT compiles. The code area's pattern is the same either way.
 RUBY_ARGS = ("--disable-gems", "--yjit")
+RUBY_YJIT_POLICY = os.path.join(os.path.dirname(HERE), "config", "examples", "ruby-yjit.toml")
 
 # Run sizes. "test" keeps the emulated (QEMU TCG) runs of the test suite short; "bench" runs
 # longer so that wall times are well above start-up noise; "bench_emulated" is the benchmark
@@ -65,6 +66,7 @@ class Workload:
     copies: tuple       # host folders the guest needs too (scripts/qemu-run --copy)
     min_mprotect: int   # see MIN_MPROTECT_CALLS
     code_areas: int = 0  # see CODE_AREAS; 0: not checked
+    shim_env: tuple = ()  # settings ("K=V") for the run under the shim only (a policy)
 
 
 def _program(name):
@@ -134,6 +136,13 @@ def workloads(size="test"):
     result.append(Workload("ruby_yjit", (ruby,) + RUBY_ARGS + (rb_script,) + s["ruby"],
                            "ruby_yjit_compile ", (ruby, rb_script) + _ruby_start_files(ruby), (),
                            MIN_MPROTECT_CALLS["ruby_yjit"], CODE_AREAS["ruby_yjit"]))
+    if size == "bench":
+        # The same program under config/examples/ruby-yjit.toml (the code area's toggles change the
+        # calling thread's right only). Benchmarks only: test_ruby_yjit.py runs the policy itself.
+        result.append(Workload("ruby_yjit_policy", (ruby,) + RUBY_ARGS + (rb_script,) + s["ruby"],
+                               "ruby_yjit_compile ", (ruby, rb_script) + _ruby_start_files(ruby), (),
+                               MIN_MPROTECT_CALLS["ruby_yjit"],
+                               shim_env=("MPK_CONFIG=" + RUBY_YJIT_POLICY,)))
     return result
 
 
