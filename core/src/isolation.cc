@@ -11,6 +11,7 @@
 #include "stats.h"
 #include "stats_page.h"
 #include "sync.h"
+#include "range_set.h"
 #include "write_spans.h"
 #include "sys.h"
 
@@ -64,6 +65,10 @@ void free_writers(PageGroup &g) {
     g_arena.free(g.writers, sizeof(WriteSpans));
     g.writers = nullptr;
   }
+  if (g.raised) {
+    g_arena.free(g.raised, sizeof(RangeSet));
+    g.raised = nullptr;
+  }
 }
 
 }  // namespace
@@ -93,16 +98,23 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
   g->ceiling = prot;
   g->prot = prot;
   if (thread_toggles) {
-    // The page table at the ceiling for good: the key alone decides who reads and writes.
-    void *mem = g_arena.alloc(sizeof(WriteSpans));
-    if (!mem) {
+    // The page table at the ceiling (the key alone decides who reads and writes), except where
+    // the program made the pages inaccessible: a JIT's PROT_NONE reservation stays so until it
+    // commits parts of it. Execute is in the ceiling for a mapping made executable and for such
+    // a reservation (what a JIT reserves is for code).
+    void *w = g_arena.alloc(sizeof(WriteSpans));
+    void *r = w ? g_arena.alloc(sizeof(RangeSet)) : nullptr;
+    if (!r) {
+      if (w) g_arena.free(w, sizeof(WriteSpans));
       delete_group(st, g);
       return nullptr;
     }
-    g->writers = new (mem) WriteSpans();
+    g->writers = new (w) WriteSpans();
+    g->raised = new (r) RangeSet();
     g->thread_toggles = true;
     g->exec_exact = false;
-    g->ceiling = g->prot = PROT_READ | PROT_WRITE | (prot & PROT_EXEC);
+    bool code = (prot & PROT_EXEC) || prot == PROT_NONE;
+    g->ceiling = g->prot = PROT_READ | PROT_WRITE | (code ? PROT_EXEC : 0);
   }
   if (!g->add_range(g_arena, start, len)) {
     free_writers(*g);
@@ -118,6 +130,11 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
     return nullptr;
   }
   KeyLock kl(st, k);
+  if (g->thread_toggles) {
+    // load() put the pages at the ceiling: a reservation goes back to none (with the key).
+    if (!(prot & PROT_READ)) key_mprotect(reinterpret_cast<void *>(start), len, prot, k);
+    else g->raised->add(start, start + len);
+  }
   st.keys[k].pins.fetch_add(1, std::memory_order_relaxed);
   st.eager_mask.fetch_or(1u << k, std::memory_order_seq_cst);
   publish_rights(st, k, Rights::kNone);
@@ -133,8 +150,42 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
   return g;
 }
 
+namespace {
+
+// [start, end) of g stops being writable for everyone: a thread whose last open part this was
+// goes back to the policy's right; other threads are synced before the call returns, as the
+// kernel's call would reach them (caller: the lock and g's key lock).
+void close_for_all(EngineState &st, PageGroup &g, uintptr_t start, uintptr_t end, ThreadRecord *self,
+                   uint32_t *grant) {
+  const int k = g.hw_key;
+  int32_t lost[WriteSpans::kMax][2];
+  int n = g.writers->close(start, end, lost, WriteSpans::kMax);
+  bool others = false;
+  if (n == WriteSpans::kEveryone) {
+    st.threads.for_each_live([&](ThreadRecord &r) {
+      if (&r == self || r.iso[k].load(std::memory_order_relaxed) != static_cast<uint8_t>(Rights::kReadWrite) + 1)
+        return;
+      r.iso[k].store(right_for(g, r), std::memory_order_release);
+      others = true;
+    });
+  }
+  for (int i = 0; i < n; ++i) {
+    ThreadRecord *r = st.threads.at(lost[i][0]);
+    if (r == self || r->tid.load(std::memory_order_relaxed) != lost[i][1]) continue;  // gone meanwhile
+    r->iso[k].store(right_for(g, *r), std::memory_order_release);
+    others = true;
+  }
+  if (self && !g.writers->holds(self->index(), self->tid.load(std::memory_order_relaxed))) {
+    self->iso[k].store(right_for(g, *self), std::memory_order_release);
+    *grant |= 1u << k;
+  }
+  if (others) sync_keys(st, 1u << k, self);
+}
+
+}  // namespace
+
 int isolation_toggle(EngineState &st, PageGroup &g, void *addr, size_t len, int prot, ThreadRecord *self,
-                     uint32_t *grant) {
+                     uint32_t *grant, bool fresh) {
   const int k = g.hw_key;
   KeyLock kl(st, k);
   auto start = reinterpret_cast<uintptr_t>(addr);
@@ -143,53 +194,32 @@ int isolation_toggle(EngineState &st, PageGroup &g, void *addr, size_t len, int 
     // No read right (none, write-only, execute-only) or more than the ceiling: a right cannot say
     // that, so the kernel does, for every thread, on that range (which keeps the key).
     int rc = key_mprotect(addr, len, prot, k);
-    if (rc == 0) g.pt_lowered = true;
-    bump(stats().legacy_passthrough);
-    return rc;
+    if (rc != 0) return rc;
+    g.raised->remove(start, start + rlen);
+    if (!(prot & PROT_WRITE)) close_for_all(st, g, start, start + rlen, self, grant);
+    if (!fresh) bump(stats().legacy_passthrough);
+    return 0;
   }
-  if (g.pt_lowered) {
-    // Ordering: the range is back at the ceiling before the right below is what governs it.
+  if (fresh || !g.raised->covers(start, start + rlen)) {
+    // Ordering: the range is at the ceiling (with the key) before the right below governs it.
     int rc = key_mprotect(addr, len, g.ceiling, k);
     if (rc != 0) return rc;
-    if (g.nranges == 1 && g.ranges[0].start == start && g.ranges[0].len == rlen) g.pt_lowered = false;
+    g.raised->add(start, start + rlen);
   }
   const uintptr_t lo = g.ranges[0].start, hi = g.ranges[g.nranges - 1].start + g.ranges[g.nranges - 1].len;
-  if (prot & PROT_WRITE) {
+  if (!(prot & PROT_WRITE)) {
+    close_for_all(st, g, start, start + rlen, self, grant);
+  } else if (self) {
     // Opened: the caller alone may write, from when it leaves the engine (the grant bit).
-    if (self) {
-      g.writers->open(self->index(), self->tid.load(std::memory_order_relaxed), start, start + rlen, lo, hi);
-      self->iso[k].store(static_cast<uint8_t>(Rights::kReadWrite) + 1, std::memory_order_release);
-      *grant |= 1u << k;
-    }
-  } else {
-    // Closed for everyone: a thread whose last open part this was goes back to the policy's
-    // right; other threads are synced before mprotect returns, as the kernel's call would be.
-    int32_t lost[WriteSpans::kMax][2];
-    int n = g.writers->close(start, start + rlen, lost, WriteSpans::kMax);
-    bool others = false;
-    if (n == WriteSpans::kEveryone) {
-      st.threads.for_each_live([&](ThreadRecord &r) {
-        if (&r == self || r.iso[k].load(std::memory_order_relaxed) != static_cast<uint8_t>(Rights::kReadWrite) + 1)
-          return;
-        r.iso[k].store(right_for(g, r), std::memory_order_release);
-        others = true;
-      });
-    }
-    for (int i = 0; i < n; ++i) {
-      ThreadRecord *r = st.threads.at(lost[i][0]);
-      if (r == self || r->tid.load(std::memory_order_relaxed) != lost[i][1]) continue;  // gone meanwhile
-      r->iso[k].store(right_for(g, *r), std::memory_order_release);
-      others = true;
-    }
-    if (self && !g.writers->holds(self->index(), self->tid.load(std::memory_order_relaxed))) {
-      self->iso[k].store(right_for(g, *self), std::memory_order_release);
-      *grant |= 1u << k;
-    }
-    if (others) sync_keys(st, 1u << k, self);
+    g.writers->open(self->index(), self->tid.load(std::memory_order_relaxed), start, start + rlen, lo, hi);
+    self->iso[k].store(static_cast<uint8_t>(Rights::kReadWrite) + 1, std::memory_order_release);
+    *grant |= 1u << k;
   }
-  ++g.toggles;
-  region_toggled(g.stat_slot);
-  bump_hot(Hot::legacy_emulated);
+  if (!fresh) {  // an mprotect call served without the kernel (a commit is an mmap)
+    ++g.toggles;
+    region_toggled(g.stat_slot);
+    bump_hot(Hot::legacy_emulated);
+  }
   return 0;
 }
 

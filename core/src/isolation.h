@@ -27,9 +27,11 @@ void isolation_set_hooks(const IsolationHooks &hooks);
 PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t len, int prot, int region,
                            bool audit, bool thread_toggles, ThreadRecord *self);
 // Caller is inside Section s and holds the lock: the program's mprotect(addr, len, prot) on a part
-// of g, a group with thread toggles. Returns the call's result (0, or the kernel's -errno).
+// of g, a group with thread toggles; or, with `fresh`, its mmap(MAP_FIXED) of new pages there at
+// prot (a JIT committing part of its reservation), which are tagged first. Returns the call's
+// result (0, or the kernel's -errno).
 int isolation_toggle(EngineState &st, PageGroup &g, void *addr, size_t len, int prot, ThreadRecord *self,
-                     uint32_t *grant);
+                     uint32_t *grant, bool fresh = false);
 // Caller is inside a Section and holds the lock: the group is going away.
 void isolation_forget(PageGroup &g);
 // Caller is inside a Section (not holding the lock): gives a new thread its rights.

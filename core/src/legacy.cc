@@ -397,6 +397,34 @@ int legacy_munmap(void *addr, size_t len) {
   return sys::munmap(addr, len);
 }
 
+namespace {
+
+// [pa, pa+rlen) was just mapped (or found mapped at start-up) and the policy isolates it: it
+// becomes an isolated group before the program sees it (caller: Section s, the lock).
+void adopt_isolated(EngineState &st, LegacyState &ls, Section &s, uintptr_t pa, size_t rlen, int prot, int region,
+                    const RangeRule &rule) {
+  if (ls.ngroups == kMaxGroups) return;
+  PageGroup *g = isolation_adopt(st, ls.next_vkey++, pa, rlen, prot, region, rule.audit, rule.thread_toggles, s.rec);
+  if (!g) {
+    const char *name = ls.hooks.region_name ? ls.hooks.region_name(region) : nullptr;
+    MPK_LOG(kError, "region '%s': no protection key left to isolate %p+%zu; it is NOT isolated",
+            name ? name : "?", (void *)pa, rlen);
+    return;
+  }
+  ls.groups[ls.ngroups++] = g;
+  s.grant |= 1u << g->hw_key;  // this thread's own right on the region
+  const char *kind = rule.thread_toggles ? (rule.audit ? "isolate-thread-audit" : "isolate-thread")
+                     : rule.audit        ? "isolate-audit"
+                                         : "isolate";
+  g->stat_slot = static_cast<int16_t>(
+      region_claim(ls.hooks.region_name ? ls.hooks.region_name(region) : nullptr, kind, pa, rlen));
+  region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
+  widen_bounds(pa, rlen);
+  bump(stats().promotions);
+}
+
+}  // namespace
+
 void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
   EngineState *st;
   LegacyState *ls = ready_state(&st);
@@ -406,6 +434,18 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
   if (!ls || (!replaces && !ls->hooks.has_isolation)) return sys::mmap(addr, len, prot, flags, fd, off);
   Section s(*st);
   Locked l;
+  if (replaces && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE) {
+    if (int t = find_thread_toggled(*ls, start, page_round(len)); t >= 0) {
+      // A JIT committing (or decommitting) part of its reserved code area: the new pages stay in
+      // its group, tagged before anyone but this thread knows them, and count as an mprotect to
+      // prot for the threads' rights.
+      void *p = sys::mmap(addr, len, prot, flags, fd, off);
+      if (sys::mmap_failed(p)) return p;
+      if (int rc = isolation_toggle(*st, *ls->groups[t], p, len, prot, s.rec, &s.grant, /*fresh=*/true); rc != 0)
+        MPK_LOG(kError, "cannot tag %p+%zu for its region (errno %d): those pages are NOT isolated", p, len, -rc);
+      return p;
+    }
+  }
   if (replaces) clear_span(*st, *ls, start, page_round(len), /*replaced=*/true);
   void *p = sys::mmap(addr, len, prot, flags, fd, off);
   if (sys::mmap_failed(p) || !ls->hooks.has_isolation || !ls->hooks.match) return p;
@@ -422,26 +462,40 @@ void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
   auto pa = reinterpret_cast<uintptr_t>(p);
   int region = ls->hooks.match(pa, rlen, prot, flags, path[0] ? path : nullptr);
   RangeRule rule = rule_for(*ls, region);
-  if (rule.action != RangeRule::kIsolate) return p;
-  if (ls->ngroups == kMaxGroups) return p;
-  PageGroup *g = isolation_adopt(*st, ls->next_vkey++, pa, rlen, prot, region, rule.audit, rule.thread_toggles, s.rec);
-  if (!g) {
-    const char *name = ls->hooks.region_name ? ls->hooks.region_name(region) : nullptr;
-    MPK_LOG(kError, "region '%s': no protection key left to isolate %p+%zu; it is NOT isolated",
-            name ? name : "?", p, rlen);
-    return p;
-  }
-  ls->groups[ls->ngroups++] = g;
-  s.grant |= 1u << g->hw_key;  // this thread's own right on the region
-  g->stat_slot = static_cast<int16_t>(region_claim(ls->hooks.region_name ? ls->hooks.region_name(region) : nullptr,
-                                                   rule.thread_toggles ? (rule.audit ? "isolate-thread-audit" : "isolate-thread")
-                                                   : rule.audit        ? "isolate-audit"
-                                                                       : "isolate",
-                                                   pa, rlen));
-  region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
-  widen_bounds(pa, rlen);
-  bump(stats().promotions);
+  if (rule.action == RangeRule::kIsolate) adopt_isolated(*st, *ls, s, pa, rlen, prot, region, rule);
   return p;
+}
+
+void legacy_adopt_existing() {
+  EngineState *st;
+  LegacyState *ls = ready_state(&st);
+  if (!ls || !ls->hooks.has_isolation || !ls->hooks.match) return;
+  Section s(*st);
+  Locked l;
+  // Found first, adopted after: tagging changes the file being read.
+  struct Found {
+    uintptr_t lo, hi;
+    int prot, region;
+  };
+  Found found[8];
+  int n = 0;
+  for_each_line("/proc/self/maps", [&](char *line) {
+    MappingLine m;
+    if (!parse_mapping(line, &m) || m.path[0] == '[') return true;  // [heap], [stack], [vdso], ...
+    int prot = (m.perms[0] == 'r' ? PROT_READ : 0) | (m.perms[1] == 'w' ? PROT_WRITE : 0) |
+               (m.perms[2] == 'x' ? PROT_EXEC : 0);
+    int flags = (m.perms[3] == 's' ? MAP_SHARED : MAP_PRIVATE) | (m.path[0] != '/' ? MAP_ANONYMOUS : 0);
+    int region = ls->hooks.match(m.lo, m.hi - m.lo, prot, flags, m.path[0] == '/' ? m.path : nullptr);
+    RangeRule rule = rule_for(*ls, region);
+    if (rule.action == RangeRule::kIsolate && rule.thread_toggles) found[n++] = Found{m.lo, m.hi, prot, region};
+    return n < 8;
+  });
+  for (int i = 0; i < n; ++i) {
+    MPK_LOG(kInfo, "region %d: %p+%zu was mapped before the shim started; adopted", found[i].region,
+            (void *)found[i].lo, (size_t)(found[i].hi - found[i].lo));
+    adopt_isolated(*st, *ls, s, found[i].lo, found[i].hi - found[i].lo, found[i].prot, found[i].region,
+                   rule_for(*ls, found[i].region));
+  }
 }
 
 void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr) {

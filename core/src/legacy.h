@@ -46,6 +46,10 @@ int legacy_init(const LegacyHooks &hooks);
 
 int legacy_mprotect(void *addr, size_t len, int prot);
 int legacy_munmap(void *addr, size_t len);
+// Isolated regions with thread toggles (a JIT's code area) also take the matching mappings that
+// exist when the shim starts: a library may reserve its code area in a static constructor that
+// runs before the shim's (SpiderMonkey does, through gjs). Call once, after legacy_init.
+void legacy_adopt_existing();
 void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey);

@@ -18,6 +18,7 @@ namespace mpk {
 class MetaArena;
 class Heap;
 struct WriteSpans;
+struct RangeSet;
 
 struct Range {
   uintptr_t start;
@@ -45,12 +46,11 @@ struct PageGroup {
   bool isolate = false;
   bool audit = false;
   // Isolated with thread toggles (a JIT's code area): the program's mprotect on any part of it
-  // changes the calling thread's right only; the page table stays at the ceiling unless a call
-  // without read rights made the kernel lower a part of it (pt_lowered: the next call that
-  // gives read rights back puts its range at the ceiling again).
+  // changes the calling thread's right only. The page table is at the ceiling where `raised`
+  // says (a reservation starts at PROT_NONE; a call without read rights lowers a part again).
   bool thread_toggles = false;
-  bool pt_lowered = false;
-  WriteSpans *writers = nullptr;  // thread toggles: the parts each thread has open (write_spans.h)
+  WriteSpans *writers = nullptr;  // the parts each thread has open for writing (write_spans.h)
+  RangeSet *raised = nullptr;     // the parts whose page table is at the ceiling (range_set.h)
   // Grants signal every thread at once instead of waiting for its first access (sync.h).
   bool eager = false;
   // Page-level exceptions (legacy.h): sub-ranges the program gave a permission of their own. Their
