@@ -134,8 +134,13 @@ def guest_results(workloads, shim, host_has_pku, tmp_path_factory):
         stats = f"/tmp/{name}.stats.json"
         runs.append(guest_runs.GuestRun(f"{name}.shim", guest_runs.under_shim(w.argv, shim, stats),
                                         fetch=stats))
+    return guest_runs_or_fail(runs, files, work, copies, timeout=420)
+
+
+def guest_runs_or_fail(runs, files, work, copies=(), timeout=600):
+    """guest_runs.run() for a test: a guest that cannot run the commands fails the test."""
     try:
-        return guest_runs.run(runs, files, str(work), copies=copies, timeout=420)
+        return guest_runs.run(runs, files, str(work), copies=copies, timeout=timeout)
     except RuntimeError as e:
         pytest.fail(f"QEMU guest run failed: {e}")
 

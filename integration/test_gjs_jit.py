@@ -97,10 +97,7 @@ def guest_results(gjs, shim, host_has_pku, tmp_path_factory):
     runs = [guest_runs.GuestRun(f"{NAME}.native", gjs.argv),
             guest_runs.GuestRun(f"{NAME}.policy", (guest_runs.BASH,) + argv_under_policy(gjs, shim, stats),
                                 fetch=stats)]
-    try:
-        return guest_runs.run(runs, [shim, POLICY, *gjs.files], str(work), copies=gjs.copies, timeout=480)
-    except RuntimeError as e:
-        pytest.fail(f"QEMU guest run failed: {e}")
+    return test_apps.guest_runs_or_fail(runs, [shim, POLICY, *gjs.files], work, gjs.copies, timeout=480)
 
 
 def test_guest_policy(gjs, guest_results):

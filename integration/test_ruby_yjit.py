@@ -203,11 +203,7 @@ def guest_results(ruby, shim, host_has_pku, tmp_path_factory):
                                 fetch=stats),
             guest_runs.GuestRun(f"{NAME}.jit", (guest_runs.BASH,) + jit_argv(ruby, shim, jit_stats),
                                 fetch=jit_stats)]
-    try:
-        return guest_runs.run(runs, [shim, JIT_POLICY, *ruby.files], str(work), copies=ruby.copies,
-                              timeout=480)
-    except RuntimeError as e:
-        pytest.fail(f"QEMU guest run failed: {e}")
+    return test_apps.guest_runs_or_fail(runs, [shim, JIT_POLICY, *ruby.files], work, ruby.copies, timeout=480)
 
 
 def test_guest_same_output(ruby, guest_results):
