@@ -283,7 +283,9 @@ int legacy_init(const LegacyHooks &hooks) {
   if (legacy_state()) return 0;
   void *mem = g_arena.alloc(sizeof(LegacyState));
   if (!mem) return -ENOMEM;
-  auto *ls = new (mem) LegacyState();
+  // Default-initialized, not value-initialized: the arena's memory is zero already, which is an
+  // empty toggle table (toggle_tracker.h); only the members with initializers are written.
+  auto *ls = new (mem) LegacyState;
   ls->hooks = hooks;
   st->lazy_grants = true;
   stats_page().active.store(1, std::memory_order_relaxed);

@@ -20,6 +20,20 @@ constinit char g_shared_path[64] = {};
 
 void path_for(int pid, char *buf, int cap) { format_to(buf, cap, "/dev/shm/libmpk-%d.stats", pid); }
 
+// The new file is all zeros: only the parts of src that are not are written, so the pages of a
+// mostly empty table (256 region slots, the per-thread counters) are not faulted in at start-up.
+void copy_nonzero(void *dst, const void *src, size_t n) {
+  constexpr size_t kChunk = 256;
+  auto *d = static_cast<unsigned char *>(dst);
+  const auto *s = static_cast<const unsigned char *>(src);
+  for (size_t at = 0; at < n; at += kChunk) {
+    size_t len = n - at < kChunk ? n - at : kChunk;
+    bool zero = true;
+    for (size_t i = 0; i < len && zero; ++i) zero = s[at + i] == 0;
+    if (!zero) std::memcpy(d + at, s + at, len);
+  }
+}
+
 }  // namespace
 
 StatsPage &stats_page() { return *g_page.load(std::memory_order_acquire); }
@@ -43,8 +57,8 @@ bool stats_page_share() {
   // Ordering: the current page (counters, regions) is copied first, then the pointers move; bumps
   // in between are the only ones lost (start-up runs before the program's threads; a fork child
   // has one thread).
-  std::memcpy(static_cast<void *>(page), static_cast<const void *>(&stats_page()), sizeof(StatsPage));
-  std::memcpy(static_cast<void *>(page->hot), static_cast<const void *>(g_hot_at.load()), sizeof page->hot);
+  copy_nonzero(page, &stats_page(), sizeof(StatsPage));
+  copy_nonzero(page->hot, g_hot_at.load(), sizeof page->hot);
   page->magic = kStatsMagic;
   page->layout = kStatsLayout;
   page->pid = pid;

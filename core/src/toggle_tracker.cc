@@ -19,10 +19,7 @@ ToggleEntry &ToggleTracker::touch(uintptr_t start, size_t len, bool *fresh) {
     }
     if (!victim || (victim->len && (!e.len || e.last < victim->last))) victim = &e;
   }
-  *victim = ToggleEntry{};
-  victim->start = start;
-  victim->len = len;
-  victim->last = ++tick_;
+  *victim = ToggleEntry{start, len, 0, 0, -1, false, 0, ++tick_};
   if (start < lo_) lo_ = start;
   if (start + len > hi_) hi_ = start + len;
   *fresh = true;
@@ -42,7 +39,7 @@ void ToggleTracker::forget(uintptr_t start, size_t len) {
   uintptr_t end = start + len;
   if (end <= lo_ || start >= hi_) return;
   for (ToggleEntry &e : slots_)
-    if (e.len && e.start < end && start < e.start + e.len) e = ToggleEntry{};
+    if (e.len && e.start < end && start < e.start + e.len) e.len = 0;  // free
 }
 
 }  // namespace mpk

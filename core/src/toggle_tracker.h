@@ -12,15 +12,18 @@
 
 namespace mpk {
 
+// Plain data without initializers, so that a table in zeroed memory (the metadata arena's, or a
+// value-initialized ToggleTracker) is an empty table without writing 160 KiB at start-up: a zero
+// len is a free slot, and touch() fills every field of a slot it takes.
 struct ToggleEntry {
-  uintptr_t start = 0;
-  size_t len = 0;        // 0: free slot
-  uint32_t count = 0;    // successful mprotect calls on exactly this range
-  int prot_union = 0;    // every prot it was given (the ceiling a group would need)
-  int16_t region = -1;   // policy region matched when first seen (-1: defaults)
-  bool never = false;    // a promotion failed for a reason that will not change (e.g. EACCES)
-  uint8_t dissolves = 0; // its group was cut apart by a call on part of it (legacy.cc)
-  uint64_t last = 0;
+  uintptr_t start;
+  size_t len;          // 0: free slot
+  uint32_t count;      // successful mprotect calls on exactly this range
+  int prot_union;      // every prot it was given (the ceiling a group would need)
+  int16_t region;      // policy region matched when first seen (-1: defaults)
+  bool never;          // a promotion failed for a reason that will not change (e.g. EACCES)
+  uint8_t dissolves;   // its group was cut apart by a call on part of it (legacy.cc)
+  uint64_t last;
 };
 
 class ToggleTracker {
