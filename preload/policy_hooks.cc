@@ -61,6 +61,8 @@ int match_range(uintptr_t start, size_t len, int prot, int flags, const char *kn
   return r ? static_cast<int>(r - p.regions) : -1;
 }
 
+static_assert(kMaxPolicyRegions == cfg::kMaxRegions, "the engine's bound on region numbers");
+
 RangeRule rule_of(int region) {
   const cfg::Policy &p = *g_policy;
   RangeRule rr;

@@ -472,6 +472,11 @@ void legacy_adopt_existing() {
   EngineState *st;
   LegacyState *ls = ready_state(&st);
   if (!ls || !ls->hooks.has_isolation || !ls->hooks.match) return;
+  // Only regions with thread toggles adopt: without one, no mapping is matched at all (a caller
+  // criterion would unwind the stack once per mapping).
+  bool any = false;
+  for (int r = 0; r < kMaxPolicyRegions && !any; ++r) any = rule_for(*ls, r).thread_toggles;
+  if (!any) return;
   Section s(*st);
   Locked l;
   // Found first, adopted after: tagging changes the file being read.

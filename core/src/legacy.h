@@ -20,6 +20,9 @@
 namespace mpk {
 
 // What the policy says about a range, asked once when the range is first mprotect()ed.
+// Policy regions are numbered 0..kMaxPolicyRegions-1 (config/policy.h: kMaxRegions).
+constexpr int kMaxPolicyRegions = 64;
+
 struct RangeRule {
   enum Action : uint8_t { kEmulate, kPassthrough, kIsolate } action = kEmulate;
   bool audit = false;      // isolate: log violations and let them through
