@@ -133,6 +133,7 @@ void atfork_child() {
     if (&r != self) reap_thread(*st, &r);
   });
   if (self) self->tid.store(sys::gettid(), std::memory_order_seq_cst);
+  isolation_after_fork(*st, self);  // after the new tid: JIT write spans are keyed by it
   sync_after_fork(*st);
   stats_page_after_fork();
   roots_fork_child();

@@ -223,6 +223,13 @@ int isolation_toggle(EngineState &st, PageGroup &g, void *addr, size_t len, int 
   return 0;
 }
 
+void isolation_after_fork(EngineState &st, ThreadRecord *self) {
+  for (int k = 1; k < kHwKeys; ++k) {
+    PageGroup *g = st.cache.owner(k);
+    if (g && g->writers) g->writers->after_fork(self ? self->index() : -1, self ? self->tid.load() : 0);
+  }
+}
+
 void isolation_thread_start(EngineState &st, ThreadRecord &rec) {
   read_comm(sys::gettid(), rec.name);
   if (!isolation_any()) return;

@@ -34,6 +34,9 @@ int isolation_toggle(EngineState &st, PageGroup &g, void *addr, size_t len, int 
                      uint32_t *grant, bool fresh = false);
 // Caller is inside a Section and holds the lock: the group is going away.
 void isolation_forget(PageGroup &g);
+// In a fork child (the engine's atfork handler, holding the lock): the parts the forking thread
+// has open for writing are its under its new tid; the other threads' are gone with them.
+void isolation_after_fork(EngineState &st, ThreadRecord *self);
 // Caller is inside a Section (not holding the lock): gives a new thread its rights.
 void isolation_thread_start(EngineState &st, ThreadRecord &rec);
 // Re-reads every thread's name and re-applies the policy (after a rename). Takes the lock.

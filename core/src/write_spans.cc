@@ -83,4 +83,11 @@ bool WriteSpans::holds(int32_t rec, int32_t tid) const {
   return false;
 }
 
+void WriteSpans::after_fork(int32_t rec, int32_t tid) {
+  int m = 0;
+  for (int i = 0; i < n; ++i)
+    if (spans[i].rec == rec) spans[m++] = Span{rec, tid, spans[i].start, spans[i].end};
+  n = m;
+}
+
 }  // namespace mpk

@@ -34,6 +34,8 @@ struct WriteSpans {
   int close(uintptr_t start, uintptr_t end, int32_t (*lost)[2], int cap);
   // Does the thread have a part open? (Always true while the table has overflowed.)
   bool holds(int32_t rec, int32_t tid) const;
+  // In a fork child: the forking thread (rec) has a new tid, and no other thread exists.
+  void after_fork(int32_t rec, int32_t tid);
 
   Span spans[kMax];
   int n = 0;

@@ -75,3 +75,22 @@ TEST(WriteSpans, OverflowKeepsEveryWriterUntilTheWholeGroupCloses) {
 
 }  // namespace
 }  // namespace mpk
+
+namespace mpk {
+namespace {
+
+TEST(WriteSpans, AForkChildKeepsOnlyTheForkingThreadsParts) {
+  auto w = std::make_unique<WriteSpans>();
+  w->open(1, 100, page(0), page(1), kLo, kHi);  // the forking thread
+  w->open(2, 200, page(2), page(3), kLo, kHi);  // a thread the child does not have
+  w->after_fork(1, 150);
+  EXPECT_TRUE(w->holds(1, 150));
+  EXPECT_FALSE(w->holds(1, 100));
+  EXPECT_FALSE(w->holds(2, 200));
+  int32_t lost[WriteSpans::kMax][2];
+  ASSERT_EQ(w->close(kLo, kHi, lost, WriteSpans::kMax), 1);
+  EXPECT_EQ(lost[0][1], 150);
+}
+
+}  // namespace
+}  // namespace mpk

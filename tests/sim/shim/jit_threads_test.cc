@@ -5,10 +5,12 @@
 // would reach every thread). Each thread checks its own simulated register.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "shim_sim_util.h"
@@ -66,6 +68,37 @@ TEST_F(ShimSimJit, OnlyTheOpenerWritesAndAnotherThreadsCloseRevokes) {
   EXPECT_EQ(bad_closed.load(), 0) << "the opener still held write after another thread closed its page";
   EXPECT_EQ(main_bad.load(), 0) << "another thread's write right reached the main thread";
   EXPECT_EQ(counter(mpk::Hot::legacy_emulated), counter(mpk::Hot::legacy_calls)) << "a call went to the kernel";
+  munmap(p, kArea);
+}
+
+// A process that forks while its thread has a part of the code open (a forking server with a JIT):
+// in the child the thread, with its new tid, still holds write while that part is open, and loses
+// it when the part is closed.
+TEST_F(ShimSimJit, AForkChildKeepsThePartsItsThreadHadOpen) {
+  void *p = mmap(nullptr, kArea, RX, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  auto *code = static_cast<uint8_t *>(p);
+  const int k = region_key(code);
+  ASSERT_GT(k, 0);
+  ASSERT_EQ(mprotect(code, 4096, RW), 0);  // a page in the first half stays open across fork
+  ASSERT_EQ(own_rights(k), 2);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int status = 0;
+    if (mprotect(code + kArea / 2, kArea / 2, RX) != 0) status = 1;  // the other half: still open
+    else if (own_rights(k) != 2) status = 2;
+    else if (mprotect(code, kArea / 2, RX) != 0) status = 3;  // now the page it opened
+    else if (own_rights(k) != 1) status = 4;
+    _exit(status);
+  }
+  int status = -1;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "child: " << (WIFEXITED(status) ? "failed check " + std::to_string(WEXITSTATUS(status)) : "killed");
+  EXPECT_EQ(own_rights(k), 2) << "the parent's right changed with the child's calls";
+  ASSERT_EQ(mprotect(code, kArea, RX), 0);
+  EXPECT_EQ(own_rights(k), 1);
   munmap(p, kArea);
 }
 
