@@ -7,13 +7,13 @@
 #include <new>
 
 #include "engine_internal.h"
+#include "range_set.h"
 #include "raw_log.h"
 #include "stats.h"
 #include "stats_page.h"
 #include "sync.h"
-#include "range_set.h"
-#include "write_spans.h"
 #include "sys.h"
+#include "write_spans.h"
 
 namespace mpk {
 
@@ -132,8 +132,10 @@ PageGroup *isolation_adopt(EngineState &st, int vkey, uintptr_t start, size_t le
   KeyLock kl(st, k);
   if (g->thread_toggles) {
     // load() put the pages at the ceiling: a reservation goes back to none (with the key).
-    if (!(prot & PROT_READ)) key_mprotect(reinterpret_cast<void *>(start), len, prot, k);
-    else g->raised->add(start, start + len);
+    if ((prot & PROT_READ) || key_mprotect(reinterpret_cast<void *>(start), len, prot, k) != 0) {
+      if (!(prot & PROT_READ)) MPK_LOG(kWarn, "%p+%zu: cannot keep the reservation inaccessible", (void *)start, len);
+      g->raised->add(start, start + len);
+    }
   }
   st.keys[k].pins.fetch_add(1, std::memory_order_relaxed);
   st.eager_mask.fetch_or(1u << k, std::memory_order_seq_cst);

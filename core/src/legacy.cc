@@ -11,6 +11,7 @@
 #include "fast_path.h"
 #include "isolation.h"
 #include "proc_maps.h"
+#include "range_set.h"
 #include "raw_log.h"
 #include "stats.h"
 #include "stats_page.h"
@@ -84,6 +85,13 @@ bool dissolve(EngineState &st, LegacyState &ls, int i, bool gone = false) {
   if (g->hw_key && unload(st, *g) != 0) {
     MPK_LOG(kError, "cannot return a page group to the page table; it stays emulated");
     return false;
+  }
+  if (g->raised && !gone) {
+    // A thread-toggled group went back at its ceiling: what the program never made accessible
+    // (an uncommitted reservation) is made so again.
+    for (uint32_t r = 0; r < g->nranges; ++r)
+      g->raised->for_each_gap(g->ranges[r].start, g->ranges[r].start + g->ranges[r].len,
+                              [](uintptr_t a, uintptr_t b) { sys::mprotect(reinterpret_cast<void *>(a), b - a, PROT_NONE); });
   }
   if (g->isolate) {
     if (!gone)
