@@ -49,6 +49,16 @@ def noprotect(pytestconfig):
 
 
 @pytest.fixture(scope="session")
+def intruder(pytestconfig):
+    """libmpk_intruder.so (tests/fixtures/intruder): with INTRUDER_CODE=1, a thread that writes a
+    JIT's code area."""
+    path = os.path.join(pytestconfig.getoption("mpk_build"), "integration", "memcached", "libmpk_intruder.so")
+    if not os.path.isfile(path):
+        pytest.fail(f"{path} not found: build the mpk_intruder target")
+    return os.path.realpath(path)
+
+
+@pytest.fixture(scope="session")
 def workloads():
     missing = app_workloads.missing_programs()
     if missing:

@@ -49,6 +49,11 @@ class GuestResult:
     fetched: str = None  # the fetched file's text; None when the run did not write it
 
 
+def with_env(settings, argv):
+    """argv run with extra environment settings ("K=V", ...) in the guest, whose shell is busybox."""
+    return (BASH, "-c", " ".join(f"export {shlex.quote(x)};" for x in settings) + ' exec "$@"', "bash") + tuple(argv)
+
+
 def under_shim(argv, shim, stats):
     """argv run through scripts/mpk-run in the guest."""
     return (BASH, MPK_RUN, "--shim", shim, "--stats", stats, "--") + tuple(argv)

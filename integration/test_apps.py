@@ -155,3 +155,13 @@ def test_guest_same_output(name, workloads, guest_results):
 @pytest.mark.parametrize("name", NAMES)
 def test_guest_emulation(name, workloads, guest_results):
     expect_emulated(workloads[name], guest_results[f"{name}.shim"].fetched, "QEMU guest with PKU")
+
+
+def expect_code_intruder(workload, region, enforce, audit, native):
+    """A thread that writes a JIT's code area it was not given (libmpk_intruder.so, INTRUDER_CODE=1):
+    enforce stops the program at that write, audit reports it and the program's output is the same."""
+    report = f"'intruder' wrote to region '{region}'"
+    assert enforce.status != 0 and report in enforce.output, (
+        f"{workload.name}: enforce mode did not stop the intruder ({enforce.status}):\n{enforce.output[-2000:]}")
+    assert report in audit.output, f"{workload.name}: audit mode did not report the intruder:\n{audit.output[-2000:]}"
+    expect_same_output(workload, native, (audit.status, audit.output), "with an intruder in audit mode")

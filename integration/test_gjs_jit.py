@@ -89,7 +89,7 @@ def test_simulated_policy(gjs, shim, native_run, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def guest_results(gjs, shim, host_has_pku, tmp_path_factory):
+def guest_results(gjs, shim, intruder, host_has_pku, tmp_path_factory):
     if host_has_pku:
         pytest.skip("the host CPU has PKU: the native tests check the policy already")
     work = tmp_path_factory.mktemp(NAME + "_guest")
@@ -97,7 +97,11 @@ def guest_results(gjs, shim, host_has_pku, tmp_path_factory):
     runs = [guest_runs.GuestRun(f"{NAME}.native", gjs.argv),
             guest_runs.GuestRun(f"{NAME}.policy", (guest_runs.BASH,) + argv_under_policy(gjs, shim, stats),
                                 fetch=stats)]
-    return test_apps.guest_runs_or_fail(runs, [shim, POLICY, *gjs.files], work, gjs.copies, timeout=480)
+    intrude = (f"LD_PRELOAD={intruder}", "INTRUDER_CODE=1")
+    for mode in ("enforce", "audit"):
+        runs.append(guest_runs.GuestRun(f"{NAME}.intruder.{mode}", guest_runs.with_env(
+            intrude + (f"MPK_MODE={mode}",), (guest_runs.BASH,) + argv_under_policy(gjs, shim, f"/tmp/{mode}.json"))))
+    return test_apps.guest_runs_or_fail(runs, [shim, intruder, POLICY, *gjs.files], work, gjs.copies, timeout=480)
 
 
 def test_guest_policy(gjs, guest_results):
@@ -105,3 +109,9 @@ def test_guest_policy(gjs, guest_results):
     test_apps.expect_same_output(gjs, (native.status, native.output), (policy.status, policy.output),
                                  "under the shim with spidermonkey.toml (QEMU guest with PKU)")
     expect_one_code_area(gjs, policy.fetched, "QEMU guest with PKU")
+
+
+def test_guest_policy_stops_another_thread_writing_code(gjs, guest_results):
+    r = guest_results
+    test_apps.expect_code_intruder(gjs, "spidermonkey-code", r[f"{NAME}.intruder.enforce"], r[f"{NAME}.intruder.audit"],
+                                   (r[f"{NAME}.native"].status, r[f"{NAME}.native"].output))

@@ -192,7 +192,7 @@ def test_simulated_jit_policy(ruby, shim, native_runs, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def guest_results(ruby, shim, host_has_pku, tmp_path_factory):
+def guest_results(ruby, shim, intruder, host_has_pku, tmp_path_factory):
     if host_has_pku:
         pytest.skip("the host CPU has PKU: the native tests check emulation already")
     work = tmp_path_factory.mktemp(NAME + "_guest")
@@ -203,7 +203,12 @@ def guest_results(ruby, shim, host_has_pku, tmp_path_factory):
                                 fetch=stats),
             guest_runs.GuestRun(f"{NAME}.jit", (guest_runs.BASH,) + jit_argv(ruby, shim, jit_stats),
                                 fetch=jit_stats)]
-    return test_apps.guest_runs_or_fail(runs, [shim, JIT_POLICY, *ruby.files], work, ruby.copies, timeout=480)
+    intrude = (f"LD_PRELOAD={intruder}", "INTRUDER_CODE=1")
+    for mode in ("enforce", "audit"):
+        runs.append(guest_runs.GuestRun(f"{NAME}.intruder.{mode}", guest_runs.with_env(
+            intrude + (f"MPK_MODE={mode}",), (guest_runs.BASH,) + jit_argv(ruby, shim, f"/tmp/{mode}.json"))))
+    return test_apps.guest_runs_or_fail(runs, [shim, intruder, JIT_POLICY, *ruby.files], work, ruby.copies,
+                                        timeout=480)
 
 
 def test_guest_same_output(ruby, guest_results):
@@ -226,3 +231,9 @@ def test_guest_jit_policy(ruby, guest_results):
     test_apps.expect_same_output(ruby, (native.status, native.output), (jit.status, jit.output),
                                  "under the shim with ruby-yjit.toml (QEMU guest with PKU)")
     expect_thread_toggles(ruby, jit.fetched, "QEMU guest with PKU, ruby-yjit.toml")
+
+
+def test_guest_jit_policy_stops_another_thread_writing_code(ruby, guest_results):
+    r = guest_results
+    test_apps.expect_code_intruder(ruby, "yjit-code", r[f"{NAME}.intruder.enforce"], r[f"{NAME}.intruder.audit"],
+                                   (r[f"{NAME}.native"].status, r[f"{NAME}.native"].output))
