@@ -157,9 +157,20 @@ def test_guest_emulation(name, workloads, guest_results):
     expect_emulated(workloads[name], guest_results[f"{name}.shim"].fetched, "QEMU guest with PKU")
 
 
-def expect_code_intruder(workload, region, enforce, audit, native):
-    """A thread that writes a JIT's code area it was not given (libmpk_intruder.so, INTRUDER_CODE=1):
-    enforce stops the program at that write, audit reports it and the program's output is the same."""
+def code_intruder_runs(name, intruder, argv_for):
+    """Guest runs of a JIT program under its policy with a thread that writes the code area it was
+    not given (libmpk_intruder.so, INTRUDER_CODE=1), in enforce and in audit mode. argv_for(stats)
+    is the program's command under the policy, writing statistics to `stats`."""
+    return [guest_runs.GuestRun(f"{name}.intruder.{mode}", guest_runs.with_env(
+        (f"LD_PRELOAD={intruder}", "INTRUDER_CODE=1", f"MPK_MODE={mode}"),
+        (guest_runs.BASH,) + tuple(argv_for(f"/tmp/{name}.{mode}.json")))) for mode in ("enforce", "audit")]
+
+
+def expect_code_intruder(workload, region, results, name):
+    """The runs of code_intruder_runs(): enforce stops the program at the intruder's write, audit
+    reports it and the program's output is the native run's."""
+    enforce, audit, native = results[f"{name}.intruder.enforce"], results[f"{name}.intruder.audit"], results[f"{name}.native"]
+    native = (native.status, native.output)
     report = f"'intruder' wrote to region '{region}'"
     assert enforce.status != 0 and report in enforce.output, (
         f"{workload.name}: enforce mode did not stop the intruder ({enforce.status}):\n{enforce.output[-2000:]}")

@@ -97,10 +97,7 @@ def guest_results(gjs, shim, intruder, host_has_pku, tmp_path_factory):
     runs = [guest_runs.GuestRun(f"{NAME}.native", gjs.argv),
             guest_runs.GuestRun(f"{NAME}.policy", (guest_runs.BASH,) + argv_under_policy(gjs, shim, stats),
                                 fetch=stats)]
-    intrude = (f"LD_PRELOAD={intruder}", "INTRUDER_CODE=1")
-    for mode in ("enforce", "audit"):
-        runs.append(guest_runs.GuestRun(f"{NAME}.intruder.{mode}", guest_runs.with_env(
-            intrude + (f"MPK_MODE={mode}",), (guest_runs.BASH,) + argv_under_policy(gjs, shim, f"/tmp/{mode}.json"))))
+    runs += test_apps.code_intruder_runs(NAME, intruder, lambda stats: argv_under_policy(gjs, shim, stats))
     return test_apps.guest_runs_or_fail(runs, [shim, intruder, POLICY, *gjs.files], work, gjs.copies, timeout=480)
 
 
@@ -112,6 +109,4 @@ def test_guest_policy(gjs, guest_results):
 
 
 def test_guest_policy_stops_another_thread_writing_code(gjs, guest_results):
-    r = guest_results
-    test_apps.expect_code_intruder(gjs, "spidermonkey-code", r[f"{NAME}.intruder.enforce"], r[f"{NAME}.intruder.audit"],
-                                   (r[f"{NAME}.native"].status, r[f"{NAME}.native"].output))
+    test_apps.expect_code_intruder(gjs, "spidermonkey-code", guest_results, NAME)

@@ -203,10 +203,7 @@ def guest_results(ruby, shim, intruder, host_has_pku, tmp_path_factory):
                                 fetch=stats),
             guest_runs.GuestRun(f"{NAME}.jit", (guest_runs.BASH,) + jit_argv(ruby, shim, jit_stats),
                                 fetch=jit_stats)]
-    intrude = (f"LD_PRELOAD={intruder}", "INTRUDER_CODE=1")
-    for mode in ("enforce", "audit"):
-        runs.append(guest_runs.GuestRun(f"{NAME}.intruder.{mode}", guest_runs.with_env(
-            intrude + (f"MPK_MODE={mode}",), (guest_runs.BASH,) + jit_argv(ruby, shim, f"/tmp/{mode}.json"))))
+    runs += test_apps.code_intruder_runs(NAME, intruder, lambda stats: jit_argv(ruby, shim, stats))
     return test_apps.guest_runs_or_fail(runs, [shim, intruder, JIT_POLICY, *ruby.files], work, ruby.copies,
                                         timeout=480)
 
@@ -234,6 +231,4 @@ def test_guest_jit_policy(ruby, guest_results):
 
 
 def test_guest_jit_policy_stops_another_thread_writing_code(ruby, guest_results):
-    r = guest_results
-    test_apps.expect_code_intruder(ruby, "yjit-code", r[f"{NAME}.intruder.enforce"], r[f"{NAME}.intruder.audit"],
-                                   (r[f"{NAME}.native"].status, r[f"{NAME}.native"].output))
+    test_apps.expect_code_intruder(ruby, "yjit-code", guest_results, NAME)

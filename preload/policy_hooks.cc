@@ -34,7 +34,7 @@ bool describe_mapping(uintptr_t addr, char *path, size_t path_len, int *flags) {
   for_each_line("/proc/self/maps", [&](char *line) {
     MappingLine m;
     if (!parse_mapping(line, &m) || addr < m.lo || addr >= m.hi) return true;
-    *flags = (m.perms[3] == 's' ? MAP_SHARED : MAP_PRIVATE) | (m.path[0] != '/' ? MAP_ANONYMOUS : 0);
+    *flags = map_flags_of(m);
     size_t n = m.path[0] == '/' ? std::strlen(m.path) : 0;
     if (n >= path_len) n = path_len - 1;
     std::memcpy(path, m.path, n);

@@ -78,10 +78,10 @@ void print_region(const Policy &p, int index) {
       printf("  exec %s, grants %s\n", exec_name(r.exec), grants_name(r.grants));
       break;
     case Action::kIsolate:
-      printf("  per-thread rights, %s, exec %s, grants %s\n",
+      printf("  per-thread rights, %s, exec %s, grants %s, mprotect %s\n",
              r.mode == Mode::kAudit ? "audit (violations are logged and allowed)"
                                     : r.mode == Mode::kOff ? "off" : "enforce (violations fault)",
-             exec_name(r.exec), grants_name(r.grants));
+             exec_name(r.exec), grants_name(r.grants), mprotect_mode_name(r.mprotect));
       for (int i = 0; i < r.thread_rule_count; ++i) {
         const ThreadRule &t = r.threads[i];
         printf("    rule %d: ", i + 1);

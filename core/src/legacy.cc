@@ -497,10 +497,8 @@ void legacy_adopt_existing() {
   for_each_line("/proc/self/maps", [&](char *line) {
     MappingLine m;
     if (!parse_mapping(line, &m) || m.path[0] == '[') return true;  // [heap], [stack], [vdso], ...
-    int prot = (m.perms[0] == 'r' ? PROT_READ : 0) | (m.perms[1] == 'w' ? PROT_WRITE : 0) |
-               (m.perms[2] == 'x' ? PROT_EXEC : 0);
-    int flags = (m.perms[3] == 's' ? MAP_SHARED : MAP_PRIVATE) | (m.path[0] != '/' ? MAP_ANONYMOUS : 0);
-    int region = ls->hooks.match(m.lo, m.hi - m.lo, prot, flags, m.path[0] == '/' ? m.path : nullptr);
+    int prot = prot_of_perms(m.perms);
+    int region = ls->hooks.match(m.lo, m.hi - m.lo, prot, map_flags_of(m), m.path[0] == '/' ? m.path : nullptr);
     RangeRule rule = rule_for(*ls, region);
     if (rule.action == RangeRule::kIsolate && rule.thread_toggles) found[n++] = Found{m.lo, m.hi, prot, region};
     return n < 8;

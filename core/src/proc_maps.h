@@ -5,6 +5,8 @@
 // header line ("lo-hi perms offset dev inode   path").
 #pragma once
 
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -23,6 +25,15 @@ struct MappingLine {
 
 // False if the line is not a mapping header (smaps attribute lines are not).
 bool parse_mapping(char *line, MappingLine *out);
+
+// PROT_* of a mapping's permissions ("r-xp" -> PROT_READ|PROT_EXEC).
+inline int prot_of_perms(const char *perms) {
+  return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
+}
+// MAP_SHARED or MAP_PRIVATE, with MAP_ANONYMOUS when no file backs it, as far as the line says.
+inline int map_flags_of(const MappingLine &m) {
+  return (m.perms[3] == 's' ? MAP_SHARED : MAP_PRIVATE) | (m.path[0] != '/' ? MAP_ANONYMOUS : 0);
+}
 
 template <typename F>
 bool for_each_line(const char *file, F &&on_line) {

@@ -41,10 +41,6 @@ bool refuses_join(const char *flags) {
   return false;
 }
 
-int prot_of(const char *perms) {
-  return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
-}
-
 // One page of this process's memory through the kernel: a page it cannot give (a file page past
 // the end of its file) is an error here instead of a SIGBUS.
 bool copy_page(void *to, const void *from, bool write) {
@@ -181,7 +177,7 @@ bool join_anon_pieces(uintptr_t start, size_t len) {
   // pages that hold anything else are copied in, so untouched pages stay untouched and unchanged
   // file pages stay the file's. Both sides are opened for the copy and the grown part gets the
   // pieces' permission back, which merges it into the first piece (they share its anon_vma).
-  const int prot = prot_of(p[0].perms);
+  const int prot = prot_of_perms(p[0].perms);
   const bool file = p[0].file_private;
   auto *dst = reinterpret_cast<unsigned char *>(p[1].lo);
   auto *src = reinterpret_cast<unsigned char *>(scratch);
