@@ -136,7 +136,7 @@ constexpr const char *kRootKeys[] = {"mode", "on_error", "key_budget", "evict_ra
                                              "promote_after", "sync_signal", "log", "region"};
 constexpr const char *kRegionKeys[] = {
     "name", "path", "min_size", "max_size", "prot", "address", "caller", "anonymous", "shared",
-    "action", "promote_after", "exec", "grants", "default", "enforce", "mprotect", "thread"};
+    "action", "promote_after", "exec", "grants", "default", "enforce", "mprotect", "thread", "heap", "module"};
 constexpr const char *kThreadKeys[] = {"name", "start", "right"};
 
 constexpr const char *kModes[] = {"enforce", "audit", "off"};
@@ -278,6 +278,7 @@ class Loader {
   bool load_threads(const toml::key &k, const toml::node &n, Region *r);
   bool load_thread_rule(const toml::table &t, int index, Region *r);
   bool load_address(const toml::node &n, Region *r);
+  bool check_heap_region(const toml::table &t, const Region *r);
 
   const char *path_;
   Policy *out_;
@@ -287,6 +288,8 @@ class Loader {
   std::string region_ctx_;
   const toml::node *min_size_node_ = nullptr;
   const toml::node *max_size_node_ = nullptr;
+  const toml::node *heap_node_ = nullptr;
+  const toml::node *module_node_ = nullptr;
 };
 
 bool Loader::load(const toml::table &root) {
@@ -375,7 +378,7 @@ bool Loader::load_region(const toml::table &t, int index) {
   r->line = t.source().begin.line;
   r->promote_after = out_->settings.promote_after;
   r->mode = out_->settings.mode;
-  min_size_node_ = max_size_node_ = nullptr;
+  min_size_node_ = max_size_node_ = heap_node_ = module_node_ = nullptr;
   ctx_ = " in [[region]] #" + std::to_string(index);
 
   // The name and the action first: every later message names the region, and which keys are
@@ -406,10 +409,22 @@ bool Loader::load_region(const toml::table &t, int index) {
     if (!load_region_key(*k, *n, r)) return false;
   }
 
+  if (r->heap && !check_heap_region(t, r)) return false;
+  if (r->heap) {
+    int heaps = 0;
+    for (int i = 0; i < out_->region_count; ++i) heaps += out_->regions[i].heap;
+    if (heaps == kMaxHeapRegions)
+      return fail(*heap_node_, "too many heap regions%s: at most %d are allowed", ctx_.c_str(), kMaxHeapRegions);
+  }
+  if (!r->heap && (r->match & kMatchModule))
+    return fail(*module_node_, "'module'%s applies to heap regions only (heap = true): a mapping is "
+                "matched by its call stack with 'caller'", ctx_.c_str());
   if (r->match == 0)
     return fail_at(t.source().begin,
-                   "[[region]] '%s' has no match criteria: give at least one of path, min_size, max_size, "
-                   "prot, address, caller, anonymous, shared",
+                   r->heap ? "[[region]] '%s' has no match criteria: give at least one of min_size, max_size, "
+                             "module, caller"
+                           : "[[region]] '%s' has no match criteria: give at least one of path, min_size, "
+                             "max_size, prot, address, caller, anonymous, shared",
                    r->name);
   if ((r->match & kMatchMinSize) && (r->match & kMatchMaxSize) && r->min_size > r->max_size)
     return fail(*max_size_node_, "'max_size'%s (%llu bytes) is smaller than min_size (%llu bytes)",
@@ -491,9 +506,34 @@ bool Loader::load_region_key(const toml::key &k, const toml::node &n, Region *r)
   } else if (key == "thread") {
     if (r->action != Action::kIsolate) return only_for("isolate regions");
     return load_threads(k, n, r);
+  } else if (key == "heap") {
+    if (r->action != Action::kIsolate) return only_for("isolate regions");
+    if (!get_bool(n, key, &r->heap)) return false;
+    heap_node_ = &n;
+  } else if (key == "module") {
+    if (!get_text(n, key, kPathMax, "a glob on a module's file name, like \"libcrypto.so*\"", r->module))
+      return false;
+    if (strchr(r->module, '/'))
+      return fail(n, "'module'%s is matched against the module's file name: leave out the directory, found %s",
+                  ctx_.c_str(), found(n).c_str());
+    module_node_ = &n;
+    r->match |= kMatchModule;
   } else {
     return unknown_key(k, kRegionKeys);
   }
+  return true;
+}
+
+// A heap region matches allocations: criteria about mappings, and what its own mprotect does,
+// have nothing to apply to.
+bool Loader::check_heap_region(const toml::table &t, const Region *r) {
+  for (const char *key : {"path", "prot", "address", "anonymous", "shared", "exec"})
+    if (const toml::node *n = t.get(key))
+      return fail(*n, "'%s'%s does not apply to a heap region (heap = true matches allocations by min_size, "
+                  "max_size, module and caller, not mappings)", key, ctx_.c_str());
+  if (r->mprotect != MprotectMode::kKernel)
+    return fail(*t.get("mprotect"), "'mprotect'%s must be \"kernel\" in a heap region (a JIT's code area "
+                "is a mapping, not allocations)", ctx_.c_str());
   return true;
 }
 

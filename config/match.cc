@@ -43,7 +43,7 @@ bool region_matches(const Region &region, const MappingInfo &info) {
 
 const Region *match_region(const Policy &policy, const MappingInfo &info) {
   for (int i = 0; i < policy.region_count; ++i)
-    if (region_matches(policy.regions[i], info)) return &policy.regions[i];
+    if (!policy.regions[i].heap && region_matches(policy.regions[i], info)) return &policy.regions[i];
   return nullptr;
 }
 

@@ -18,6 +18,7 @@
 namespace mpk::cfg {
 
 inline constexpr int kMaxRegions = 64;
+inline constexpr int kMaxHeapRegions = 16;    // of them, heap = true
 inline constexpr int kMaxThreadRules = 16;    // per region
 inline constexpr size_t kNameMax = 63;        // region name, thread-name glob (characters)
 inline constexpr size_t kPathMax = 255;       // path glob, log path
@@ -46,6 +47,7 @@ enum MatchBit : uint32_t {
   kMatchCaller = 1u << 5,
   kMatchAnonymous = 1u << 6,
   kMatchShared = 1u << 7,
+  kMatchModule = 1u << 8,
 };
 
 struct Settings {
@@ -80,6 +82,12 @@ struct Region {
   bool anonymous = false;
   bool shared = false;
   CallerPattern caller;
+  char module[kPathMax + 1] = {};  // heap: basename glob of the module that called the allocator
+
+  // Where the region's memory comes from: mappings the program makes (false), or its allocations
+  // (true: malloc and friends, matched by size, module and caller; served from the region's own
+  // isolated heap).
+  bool heap = false;
 
   // Action.
   Action action = Action::kEmulate;
@@ -137,8 +145,9 @@ bool load_policy(const char *path, Policy *out, char *err, size_t err_len);
 bool load_policy_text(const char *name, const char *text, size_t len, Policy *out, char *err,
                       size_t err_len);
 
-// The first region, in file order, whose criteria all hold for the mapping; nullptr if none.
-// Caller criteria are evaluated last, and only for a region whose other criteria all hold.
+// The first mapping region (heap regions are skipped), in file order, whose criteria all hold for
+// the mapping; nullptr if none. Caller criteria are evaluated last, and only for a region whose
+// other criteria all hold.
 const Region *match_region(const Policy &policy, const MappingInfo &info);
 
 // The criteria of one region, without the first-match scan.

@@ -9,10 +9,12 @@
 #include <cstring>
 
 #include "engine.h"
+#include "heap_rules.h"
 #include "isolation.h"
 #include "policy.h"
 #include "proc_maps.h"
 #include "raw_log.h"
+#include "region_heap.h"
 #include "sys.h"
 
 namespace mpk::shim {
@@ -179,6 +181,28 @@ LegacyHooks policy_legacy_hooks() {
   ih.describe_start = describe_start;
   isolation_set_hooks(ih);
   return h;
+}
+
+}  // namespace mpk::shim
+
+namespace mpk::shim {
+
+void policy_heap_start() {
+  const cfg::Policy &p = *g_policy;
+  bool any = false;
+  for (int i = 0; i < p.region_count; ++i) any |= p.regions[i].heap;
+  if (!any) return;
+#ifdef MPK_NO_ALLOCATOR
+  MPK_LOG(kError, "this libmpk_shim.so is built with sanitizers and leaves the allocator to them: heap regions "
+          "are NOT isolated");
+  return;
+#endif
+  if (int rc = region_heap_reserve(kRegionHeapReserve)) {
+    MPK_LOG(kError, "cannot reserve address space for the heap regions (errno %d): allocations are NOT isolated",
+            -rc);
+    return;
+  }
+  heap_rules_build(p);
 }
 
 }  // namespace mpk::shim

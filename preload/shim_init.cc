@@ -41,8 +41,10 @@ __attribute__((constructor(101))) void shim_start() {
   mpk::shim::signals_install(hooks.has_isolation);
   if (int lrc = mpk::legacy_init(hooks))
     MPK_LOG(kError, "cannot start the mprotect emulation (errno %d)", -lrc);
-  else if (hooks.has_isolation)
+  else if (hooks.has_isolation) {
     mpk::legacy_adopt_existing();
+    mpk::shim::policy_heap_start();
+  }
 }
 
 __attribute__((destructor)) void shim_stop() {

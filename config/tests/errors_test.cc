@@ -341,5 +341,37 @@ TEST(Errors, OnErrorSurvivesABadFile) {
   EXPECT_EQ(q.policy->settings.on_error, OnError::kFail);
 }
 
+TEST(Errors, HeapRegions) {
+  const std::string base = std::string(kRegionHead) + "action = \"isolate\"\n";  // lines 1-3
+  EXPECT_EQ(error_of(base + "heap = true\npath = \"/tmp/*\"\n"),
+            "p.toml:5:8: 'path' in [[region]] 'r' does not apply to a heap region (heap = true matches allocations "
+            "by min_size, max_size, module and caller, not mappings)");
+  EXPECT_EQ(error_of(base + "anonymous = true\nheap = true\n"),
+            "p.toml:4:13: 'anonymous' in [[region]] 'r' does not apply to a heap region (heap = true matches "
+            "allocations by min_size, max_size, module and caller, not mappings)");
+  EXPECT_EQ(error_of(base + "heap = true\nmin_size = 1\nmprotect = \"thread\"\n"),
+            "p.toml:6:12: 'mprotect' in [[region]] 'r' must be \"kernel\" in a heap region (a JIT's code area is a "
+            "mapping, not allocations)");
+  EXPECT_EQ(error_of(base + "heap = true\n"),
+            "p.toml:1:1: [[region]] 'r' has no match criteria: give at least one of min_size, max_size, module, "
+            "caller");
+  EXPECT_EQ(error_of(base + "min_size = 1\nmodule = \"libfoo.so\"\n"),
+            "p.toml:5:10: 'module' in [[region]] 'r' applies to heap regions only (heap = true): a mapping is "
+            "matched by its call stack with 'caller'");
+  EXPECT_EQ(error_of(base + "heap = true\nmodule = \"/usr/lib/libfoo.so\"\n"),
+            "p.toml:5:10: 'module' in [[region]] 'r' is matched against the module's file name: leave out the "
+            "directory, found \"/usr/lib/libfoo.so\"");
+  EXPECT_EQ(error_of(base + "heap = true\nmodule = \"\"\n"),
+            "p.toml:5:10: 'module' in [[region]] 'r' must be non-empty: a glob on a module's file name, like "
+            "\"libcrypto.so*\", found \"\"");
+  EXPECT_EQ(error_of(std::string(kRegionHead) + "action = \"emulate\"\nheap = true\nmin_size = 1\n"),
+            "p.toml:4:1: 'heap' in [[region]] 'r' applies to isolate regions only (this region has action = "
+            "\"emulate\")");
+  std::string many;
+  for (int i = 0; i <= kMaxHeapRegions; ++i)
+    many += "[[region]]\nname = \"h" + std::to_string(i) + "\"\naction = \"isolate\"\nheap = true\nmin_size = 1\n";
+  EXPECT_EQ(error_of(many), "p.toml:84:8: too many heap regions in [[region]] 'h16': at most 16 are allowed");
+}
+
 }  // namespace
 }  // namespace mpk::cfg

@@ -218,5 +218,22 @@ TEST(Load, PolicyIsPlainData) {
   EXPECT_STREQ(copy->regions[0].name, "a");
 }
 
+TEST(Load, HeapRegionTakesAllocationCriteriaAndIsSkippedForMappings) {
+  auto l = test::load_text(
+      "[[region]]\nname = \"slabs\"\naction = \"isolate\"\nheap = true\nmin_size = \"512K\"\n"
+      "module = \"memcached\"\ncaller = \"do_slabs_*\"\ndefault = \"rw\"\n"
+      "[[region]]\nname = \"maps\"\naction = \"isolate\"\nmin_size = \"512K\"\n");
+  ASSERT_TRUE(l.ok) << l.error;
+  const Region &r = l.policy->regions[0];
+  EXPECT_TRUE(r.heap);
+  EXPECT_STREQ(r.module, "memcached");
+  EXPECT_EQ(r.match, kMatchMinSize | kMatchModule | kMatchCaller);
+  EXPECT_FALSE(l.policy->regions[1].heap);
+  MappingInfo m;
+  m.len = 1 << 20;
+  // A mapping never matches a heap region: the first mapping region is the answer.
+  EXPECT_EQ(match_region(*l.policy, m), &l.policy->regions[1]);
+}
+
 }  // namespace
 }  // namespace mpk::cfg

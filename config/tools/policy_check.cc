@@ -51,7 +51,8 @@ void print_region(const Policy &p, int index) {
   const Region &r = p.regions[index];
   char buf[8];
   printf("\nregion '%s' (#%d, line %u): %s\n", r.name, index + 1, r.line, action_name(r.action));
-  printf("  matches mappings where all hold:\n");
+  printf(r.heap ? "  takes its memory from the heap: matches allocations where all hold:\n"
+                 : "  matches mappings where all hold:\n");
   if (r.match & kMatchPath) printf("    file path matches %s\n", r.path);
   if (r.match & kMatchAnonymous) printf("    %s\n", r.anonymous ? "anonymous" : "file-backed");
   if (r.match & kMatchShared) printf("    %s\n", r.shared ? "shared (MAP_SHARED)" : "private (MAP_PRIVATE)");
@@ -66,6 +67,7 @@ void print_region(const Policy &p, int index) {
   if (r.match & kMatchAddress)
     printf("    inside [0x%llx, 0x%llx)\n", static_cast<unsigned long long>(r.addr_lo),
            static_cast<unsigned long long>(r.addr_hi));
+  if (r.match & kMatchModule) printf("    the allocator was called from module %s\n", r.module);
   if (r.match & kMatchCaller) {
     printf("    call stack has ");
     print_caller(r.caller);
@@ -91,6 +93,9 @@ void print_region(const Policy &p, int index) {
         printf(" -> %s\n", right_name(t.right));
       }
       printf("    any other thread -> %s\n", right_name(r.default_right));
+      if (r.heap)
+        printf("  matching allocations come from the region's own heap, on its key; everything else from "
+               "glibc\n");
       if (r.mprotect == MprotectMode::kThread)
         printf("  mprotect on it changes the calling thread's right only (no system call; the pages stay "
                "readable, writable and, if mapped so, executable in the page table)\n");

@@ -105,23 +105,24 @@ bool Heap::refill_small_spans() {
   return true;
 }
 
-void *Heap::alloc(size_t size) {
-  int cls = size_class(size);
-  if (cls < 0) {
-    if (size > (size_t{1} << 46)) return nullptr;
-    size_t bytes = (size + kSpanSize - 1) & ~(kSpanSize - 1);
-    void *p = src_.map(src_.ctx, bytes);
-    if (!p) return nullptr;
-    Span *s = new_span(-1, reinterpret_cast<uintptr_t>(p), bytes);
-    if (!s) {
-      src_.unmap(src_.ctx, p, bytes);
-      return nullptr;
-    }
-    s->large_live = true;
-    s->nfree = 0;
-    ++live_;
-    return p;
+void *Heap::alloc_large(size_t size) {
+  if (size > (size_t{1} << 46)) return nullptr;
+  size_t bytes = (size + kSpanSize - 1) & ~(kSpanSize - 1);
+  if (bytes == 0) bytes = kSpanSize;
+  void *p = src_.map(src_.ctx, bytes);
+  if (!p) return nullptr;
+  Span *s = new_span(-1, reinterpret_cast<uintptr_t>(p), bytes);
+  if (!s) {
+    src_.unmap(src_.ctx, p, bytes);
+    return nullptr;
   }
+  s->large_live = true;
+  s->nfree = 0;
+  ++live_;
+  return p;
+}
+
+void *Heap::alloc_small(int cls) {
   Span *s = partial_[cls];
   if (!s) {
     if (!spare_spans_ && !refill_small_spans()) return nullptr;
@@ -142,6 +143,32 @@ void *Heap::alloc(size_t size) {
   if (--s->nfree == 0) partial_[cls] = s->next_partial;  // full: off the partial list
   ++live_;
   return reinterpret_cast<void *>(s->base + idx * class_size(cls));
+}
+
+void *Heap::alloc(size_t size) {
+  int cls = size_class(size);
+  return cls < 0 ? alloc_large(size) : alloc_small(cls);
+}
+
+void *Heap::alloc_aligned(size_t size, size_t align) {
+  if (align <= 16) return alloc(size);
+  if (align > kSpanSize) return nullptr;
+  // Blocks sit at span base + i * class size: a class whose size is a multiple of align gives
+  // aligned blocks.
+  for (int cls = size_class(size < align ? align : size); cls >= 0 && cls < kClasses; ++cls)
+    if (class_size(cls) % align == 0) return alloc_small(cls);
+  return alloc_large(size);
+}
+
+size_t Heap::usable(const void *p) const {
+  auto a = reinterpret_cast<uintptr_t>(p);
+  const Span *s = lookup(a);
+  if (!s) return 0;
+  if (s->cls < 0) return a == s->base && s->large_live ? s->bytes : 0;
+  size_t sz = class_size(s->cls), off = a - s->base;
+  if (off % sz || off / sz >= s->cap) return 0;
+  uint32_t idx = static_cast<uint32_t>(off / sz);
+  return (s->bits[idx / 64] >> (idx % 64)) & 1 ? sz : 0;
 }
 
 Heap::FreeResult Heap::free(void *p) {

@@ -33,7 +33,14 @@ class Heap {
 
   Heap(MetaArena *arena, PageSource src) : arena_(arena), src_(src) {}
   void *alloc(size_t size);
+  // A block aligned to `align` (a power of two): small blocks come from a class whose size is a
+  // multiple of it (spans are kSpanSize-aligned), larger ones from spans of their own. nullptr
+  // when align is over kSpanSize.
+  void *alloc_aligned(size_t size, size_t align);
   FreeResult free(void *p);
+  // The usable size of the live block at p (its class size, or its span's bytes); 0 if p is not
+  // the start of a live block of this heap.
+  size_t usable(const void *p) const;
   // Gives every span back to the page source and all metadata to the arena.
   void destroy();
   size_t live_blocks() const { return live_; }
@@ -57,6 +64,8 @@ class Heap {
   bool index_insert(Span *s);
   void index_erase(Span *s);
   bool refill_small_spans();
+  void *alloc_large(size_t size);
+  void *alloc_small(int cls);
 
   MetaArena *arena_;
   PageSource src_;

@@ -411,19 +411,20 @@ namespace {
 
 // [pa, pa+rlen) was just mapped (or found mapped at start-up) and the policy isolates it: it
 // becomes an isolated group before the program sees it (caller: Section s, the lock).
-void adopt_isolated(EngineState &st, LegacyState &ls, Section &s, uintptr_t pa, size_t rlen, int prot, int region,
-                    const RangeRule &rule) {
-  if (ls.ngroups == kMaxGroups) return;
+PageGroup *adopt_isolated(EngineState &st, LegacyState &ls, Section &s, uintptr_t pa, size_t rlen, int prot,
+                          int region, const RangeRule &rule) {
+  if (ls.ngroups == kMaxGroups) return nullptr;
   PageGroup *g = isolation_adopt(st, ls.next_vkey++, pa, rlen, prot, region, rule.audit, rule.thread_toggles, s.rec);
   if (!g) {
     const char *name = ls.hooks.region_name ? ls.hooks.region_name(region) : nullptr;
     MPK_LOG(kError, "region '%s': no protection key left to isolate %p+%zu; it is NOT isolated",
             name ? name : "?", (void *)pa, rlen);
-    return;
+    return nullptr;
   }
   ls.groups[ls.ngroups++] = g;
   s.grant |= 1u << g->hw_key;  // this thread's own right on the region
-  const char *kind = rule.thread_toggles ? (rule.audit ? "isolate-thread-audit" : "isolate-thread")
+  const char *kind = rule.heap ? (rule.audit ? "isolate-heap-audit" : "isolate-heap")
+                     : rule.thread_toggles ? (rule.audit ? "isolate-thread-audit" : "isolate-thread")
                      : rule.audit        ? "isolate-audit"
                                          : "isolate";
   g->stat_slot = static_cast<int16_t>(
@@ -431,9 +432,25 @@ void adopt_isolated(EngineState &st, LegacyState &ls, Section &s, uintptr_t pa, 
   region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
   widen_bounds(pa, rlen);
   bump(stats().promotions);
+  return g;
 }
 
 }  // namespace
+
+PageGroup *legacy_heap_pages(EngineState &st, Section &s, PageGroup *g, int region, void *p, size_t len) {
+  LegacyState *ls = legacy_state();
+  if (!ls) return nullptr;
+  auto pa = reinterpret_cast<uintptr_t>(p);
+  if (!g) {
+    RangeRule rule = rule_for(*ls, region);
+    rule.heap = true;
+    return adopt_isolated(st, *ls, s, pa, len, kDataProt, region, rule);
+  }
+  if (adopt_pages(st, *g, p, len, kDataProt) != 0) return nullptr;
+  widen_bounds(pa, len);
+  if (g->stat_slot >= 0) region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
+  return g;
+}
 
 void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
   EngineState *st;

@@ -30,6 +30,7 @@ struct RangeRule {
   bool exec_exact = false; // keep execute rights exact (a system call per RW<->RX toggle)
   bool eager = false;      // grants reach every thread before mprotect returns (not on first use)
   bool thread_toggles = false;  // isolate: mprotect changes the calling thread's right only
+  bool heap = false;       // isolate: the region's memory is its heap's (region_heap.h)
 };
 
 struct LegacyHooks {
@@ -44,6 +45,10 @@ struct LegacyHooks {
   const char *(*region_name)(int region) = nullptr;
 };
 
+struct EngineState;
+struct Section;
+struct PageGroup;
+
 // Starts the emulation (after engine_init succeeded). Returns 0 or -errno.
 int legacy_init(const LegacyHooks &hooks);
 
@@ -56,6 +61,11 @@ void legacy_adopt_existing();
 void *legacy_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 void *legacy_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
 int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey);
+
+// A region heap's new pages [p, p+len) (fresh, PROT_NONE, nobody else knows them): with g null
+// they become the region's isolated group, else they join g at read/write. Returns the group, or
+// nullptr (no key, or no memory for metadata). Caller: inside Section s, holding the lock.
+PageGroup *legacy_heap_pages(EngineState &st, Section &s, PageGroup *g, int region, void *p, size_t len);
 
 // The program allocated a protection key of its own (pkey_alloc succeeded).
 void legacy_note_program_key();

@@ -47,6 +47,9 @@ struct alignas(4096) Roots {
   IsolationHooks hooks;                         // isolation.cc
   std::atomic<int> isolated{0};                 // isolation.cc: isolated groups alive
   ThreadRecord *records = nullptr;              // thread_registry.h: the records' array
+  uintptr_t heap_lo = 0;                        // region_heap.h: the region heaps' reservation
+  size_t heap_len = 0;
+  void *region_heaps = nullptr;                 // region_heap.cc: its state, in the arena
 };
 static_assert(sizeof(Roots) == 4096, "the roots fill exactly one page of their own");
 

@@ -31,7 +31,10 @@
   X(efault_repairs, "system calls retried after an EFAULT repair")                \
   X(violations, "protection faults that were the program's own")                 \
   X(exceptions, "mprotect calls on part of a group served as a page-level exception")     \
-  X(vma_joins, "mremap calls whose old range was joined back into one VMA first")
+  X(vma_joins, "mremap calls whose old range was joined back into one VMA first")   \
+  X(region_allocs, "allocations served by a region heap")                         \
+  X(region_frees, "region heap blocks freed")                                     \
+  X(region_unserved, "allocations a heap region matched but could not serve (glibc's)")
 
 #define MPK_HOT_COUNTERS(X)                                                       \
   X(wrpkru, "PKRU writes made by the engine (either backend)")                    \

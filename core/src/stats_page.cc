@@ -153,12 +153,14 @@ int stats_page_json(const StatsPage &page, char *buf, int cap, RegionExtra extra
                     "\"mprotect_passthrough\":%lu,\"groups\":%d,\"resident_groups\":%d,\"hw_keys\":%d,"
                     "\"evictions\":%lu,\"lazy_grants\":%lu,\"revocation_signals\":%lu,\"efault_repairs\":%lu,"
                     "\"violations\":%lu,\"promotions\":%lu,\"dissolves\":%lu,\"exceptions\":%lu,\"sync_fallbacks\":%lu,"
-                    "\"threads_registered\":%lu,\"regions\":[",
+                    "\"threads_registered\":%lu,\"region_allocs\":%lu,\"region_frees\":%lu,\"region_unserved\":%lu,"
+                    "\"regions\":[",
                     page.version[0] ? page.version : MPK_VERSION_STRING, page.pid ? page.pid : sys::getpid(), page.active.load() ? "true" : "false",
                     backend_name(static_cast<Backend>(page.backend.load())), page.inactive_reason, hot(Hot::wrpkru), hot(Hot::legacy_calls),
                     hot(Hot::legacy_emulated), u(c.legacy_passthrough), groups, resident, page.hw_keys.load(),
                     u(c.evictions), u(c.lazy_grants), u(c.revocation_signals), u(c.efault_repairs),
-                    u(c.violations), u(c.promotions), u(c.dissolves), u(c.exceptions), u(c.sync_fallbacks), u(c.threads_registered));
+                    u(c.violations), u(c.promotions), u(c.dissolves), u(c.exceptions), u(c.sync_fallbacks), u(c.threads_registered),
+                    u(c.region_allocs), u(c.region_frees), u(c.region_unserved));
   int listed = 0;
   for (int i = 0; i < kRegionSlots && n < cap - 512; ++i) {
     const RegionSlot &s = page.regions[i];

@@ -117,6 +117,38 @@ TEST_F(HeapTest, LargeAllocationsReturnTheirPages) {
   EXPECT_EQ(src.mapped, mapped - (size_t{1} << 20));
 }
 
+TEST_F(HeapTest, AlignedAllocationsHonourTheirAlignment) {
+  std::vector<void *> blocks;
+  for (size_t align = 16; align <= Heap::kSpanSize; align *= 2) {
+    for (size_t size : {size_t{1}, size_t{24}, align - 1, align, align + 1, size_t{20000}}) {
+      void *p = heap.alloc_aligned(size, align);
+      ASSERT_NE(p, nullptr) << size << " aligned " << align;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % align, 0u) << size << " aligned " << align;
+      EXPECT_GE(heap.usable(p), size);
+      std::memset(p, 0x33, size);
+      blocks.push_back(p);
+    }
+  }
+  EXPECT_EQ(heap.alloc_aligned(16, Heap::kSpanSize * 2), nullptr);  // beyond a span: refused
+  for (void *p : blocks) ASSERT_EQ(heap.free(p), Heap::FreeResult::kOk);
+  EXPECT_EQ(heap.live_blocks(), 0u);
+}
+
+TEST_F(HeapTest, UsableSizeIsTheBlocksAndZeroForAnythingElse) {
+  auto *small = static_cast<char *>(heap.alloc(100));
+  auto *large = static_cast<char *>(heap.alloc(100000));
+  ASSERT_NE(small, nullptr);
+  ASSERT_NE(large, nullptr);
+  EXPECT_EQ(heap.usable(small), Heap::class_size(Heap::size_class(100)));
+  EXPECT_EQ(heap.usable(large), size_t{128} << 10);  // two 64 KiB spans
+  EXPECT_EQ(heap.usable(small + 8), 0u);             // inside a block
+  EXPECT_EQ(heap.usable(large + 4096), 0u);
+  int local;
+  EXPECT_EQ(heap.usable(&local), 0u);  // not this heap's
+  ASSERT_EQ(heap.free(small), Heap::FreeResult::kOk);
+  EXPECT_EQ(heap.usable(small), 0u);  // freed
+}
+
 TEST(MetaArena, AllocReturnsZeroedReusableBlocks) {
   MetaArena a;
   ASSERT_TRUE(a.init(0));

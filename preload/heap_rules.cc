@@ -1,0 +1,141 @@
+#include "heap_rules.h"
+
+#include <fcntl.h>
+#include <link.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "raw_log.h"
+#include "sys.h"
+
+namespace mpk::shim {
+
+namespace {
+
+// Two tables: one current (read-only), one rebuilt when modules come and go. The rebuild happens
+// at start-up and after dlopen, never on an allocation path.
+constinit HeapRules g_tables[2];
+constinit std::atomic<const HeapRules *> g_current{&g_tables[0]};
+constinit const cfg::Policy *g_source = nullptr;
+constinit bool g_any_module = false;
+constinit uintptr_t g_shim_base = 0;
+// Set while this thread unwinds for a caller criterion: libunwind's own allocations go to glibc.
+thread_local bool t_matching __attribute__((tls_model("initial-exec"))) = false;
+
+char g_exe_name[256];
+
+const char *basename_of(const char *path) {
+  const char *slash = std::strrchr(path, '/');
+  return slash ? slash + 1 : path;
+}
+
+void read_exe_name() {
+  char buf[4096];
+  long n = sys::raw(SYS_readlinkat, AT_FDCWD, (long)"/proc/self/exe", (long)buf, sizeof buf - 1);
+  if (n <= 0) return;
+  buf[n] = '\0';
+  const char *b = basename_of(buf);
+  size_t len = std::strlen(b);
+  if (len >= sizeof g_exe_name) len = sizeof g_exe_name - 1;
+  std::memcpy(g_exe_name, b, len);
+  g_exe_name[len] = '\0';
+}
+
+struct ModuleScan {
+  HeapRules *t;
+};
+
+int scan_module(struct dl_phdr_info *info, size_t, void *arg) {
+  HeapRules &t = *static_cast<ModuleScan *>(arg)->t;
+  const char *name = info->dlpi_name && info->dlpi_name[0] ? basename_of(info->dlpi_name) : g_exe_name;
+  for (int i = 0; i < t.count; ++i) {
+    HeapRule &r = t.rules[i];
+    if (!(r.match & cfg::kMatchModule) || !cfg::glob_match(g_source->regions[r.region].module, name, false))
+      continue;
+    for (int s = 0; s < info->dlpi_phnum; ++s) {
+      const ElfW(Phdr) &ph = info->dlpi_phdr[s];
+      if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+      if (r.nranges == kMaxModuleRanges) {
+        MPK_LOG(kWarn, "heap region '%s': more than %d code segments match module \"%s\"; %s's are not matched",
+                g_source->regions[r.region].name, kMaxModuleRanges, g_source->regions[r.region].module, name);
+        break;
+      }
+      uintptr_t lo = info->dlpi_addr + ph.p_vaddr;
+      r.ranges[r.nranges++] = HeapRule::Range{lo, lo + ph.p_memsz};
+    }
+  }
+  return 0;
+}
+
+// Fills the table that is not current and makes it current.
+void rebuild() {
+  const HeapRules *cur = g_current.load(std::memory_order_relaxed);
+  HeapRules *next = cur == &g_tables[0] ? &g_tables[1] : &g_tables[0];
+  sys::mprotect(next, sizeof *next, PROT_READ | PROT_WRITE);
+  *next = HeapRules{};
+  for (int i = 0; i < g_source->region_count && next->count < cfg::kMaxHeapRegions; ++i) {
+    const cfg::Region &r = g_source->regions[i];
+    if (!r.heap) continue;
+    HeapRule &h = next->rules[next->count++];
+    h.region = i;
+    h.match = r.match;
+    if (r.match & cfg::kMatchMinSize) h.min_size = r.min_size;
+    if (r.match & cfg::kMatchMaxSize) h.max_size = r.max_size;
+    if (r.match & cfg::kMatchCaller) h.caller = &r.caller;
+  }
+  if (g_any_module) {
+    ModuleScan scan{next};
+    dl_iterate_phdr(scan_module, &scan);
+  }
+  sys::mprotect(next, sizeof *next, PROT_READ);
+  // Ordering: the table is complete (and read-only) before allocators can see it.
+  g_current.store(next, std::memory_order_release);
+}
+
+}  // namespace
+
+const HeapRules &heap_rules() { return *g_current.load(std::memory_order_acquire); }
+
+void heap_rules_build(const cfg::Policy &policy) {
+  g_source = &policy;
+  for (int i = 0; i < policy.region_count; ++i)
+    if (policy.regions[i].heap && (policy.regions[i].match & cfg::kMatchModule)) g_any_module = true;
+  g_shim_base = cfg::module_base_of(reinterpret_cast<const void *>(&heap_rule_match));
+  if (g_any_module) read_exe_name();
+  rebuild();
+  // The other table, too, is read-only from now on (until a rebuild opens it).
+  const HeapRules *cur = g_current.load(std::memory_order_relaxed);
+  sys::mprotect(const_cast<HeapRules *>(cur == &g_tables[0] ? &g_tables[1] : &g_tables[0]), sizeof(HeapRules),
+                PROT_READ);
+}
+
+void heap_rules_refresh() {
+  if (g_source && g_any_module) rebuild();
+}
+
+int heap_rule_match(const HeapRules &t, size_t size, const void *ret) {
+  auto addr = reinterpret_cast<uintptr_t>(ret);
+  for (int i = 0; i < t.count; ++i) {
+    const HeapRule &r = t.rules[i];
+    if (size < r.min_size || size > r.max_size) continue;
+    if (r.match & cfg::kMatchModule) {
+      bool in = false;
+      for (int j = 0; j < r.nranges && !in; ++j) in = addr - r.ranges[j].lo < r.ranges[j].hi - r.ranges[j].lo;
+      if (!in) continue;
+    }
+    if (r.match & cfg::kMatchCaller) {
+      // Last: unwinding costs microseconds. A nested allocation (libunwind's own) skips it.
+      if (t_matching) continue;
+      t_matching = true;
+      bool ok = cfg::caller_matches(*r.caller, g_shim_base);
+      t_matching = false;
+      if (!ok) continue;
+    }
+    return r.region;
+  }
+  return -1;
+}
+
+}  // namespace mpk::shim
