@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <link.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <atomic>
@@ -21,6 +22,8 @@ constinit std::atomic<const HeapRules *> g_current{&g_tables[0]};
 constinit const cfg::Policy *g_source = nullptr;
 constinit bool g_any_module = false;
 constinit uintptr_t g_shim_base = 0;
+// One rebuild at a time (two threads' dlopen calls): both would write the same spare table.
+constinit pthread_mutex_t g_rebuild_lock = PTHREAD_MUTEX_INITIALIZER;
 // Set while this thread unwinds for a caller criterion: libunwind's own allocations go to glibc.
 thread_local bool t_matching __attribute__((tls_model("initial-exec"))) = false;
 
@@ -112,7 +115,10 @@ void heap_rules_build(const cfg::Policy &policy) {
 }
 
 void heap_rules_refresh() {
-  if (g_source && g_any_module) rebuild();
+  if (!g_source || !g_any_module) return;
+  pthread_mutex_lock(&g_rebuild_lock);
+  rebuild();
+  pthread_mutex_unlock(&g_rebuild_lock);
 }
 
 int heap_rule_match(const HeapRules &t, size_t size, const void *ret) {

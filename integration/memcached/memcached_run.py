@@ -9,6 +9,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 POLICY = os.path.join(REPO, "config", "examples", "memcached.toml")
+HEAP_POLICY = os.path.join(REPO, "config", "examples", "memcached-heap.toml")
 MEMCACHED = "/usr/bin/memcached"
 
 
@@ -24,15 +25,17 @@ def clean_env():
 
 
 class Memcached:
-    """memcached -e CACHE_FILE on 127.0.0.1:PORT; under the shim when `shim` is given."""
+    """memcached -e CACHE_FILE on 127.0.0.1:PORT (default_mode: without -e, items in malloc'd slab
+    pages); under the shim when `shim` is given."""
 
     def __init__(self, workdir, shim=None, policy=POLICY, memory_mb=64, threads=4, extra=(), env=None,
-                 cache_file=None, port=None):
+                 cache_file=None, port=None, default_mode=False):
         self.port = port or free_port()
         self.cache_file = cache_file or os.path.join(workdir, "cache")
         self.log_path = os.path.join(workdir, f"memcached-{self.port}-{time.monotonic_ns()}.log")
         self.argv = [MEMCACHED, "-u", "root", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
-                     "-t", str(threads), "-m", str(memory_mb), "-I", "2m", "-e", self.cache_file, *extra]
+                     "-t", str(threads), "-m", str(memory_mb), "-I", "2m",
+                     *([] if default_mode else ["-e", self.cache_file]), *extra]
         self.env = clean_env()
         if shim:
             self.env["LD_PRELOAD"] = shim

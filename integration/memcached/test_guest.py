@@ -10,7 +10,11 @@ check's result:
 - in audit mode memcached keeps serving exact data and each of the intruder's three access
   sites is reported once;
 - MPK_LEARN=1 learning memcached, then the learned policy enforced on the same workload (a second
-  boot) with no violation.
+  boot) with no violation;
+- memcached in its default mode (no -e) under memcached-heap.toml: its slab pages and hash table
+  come from the shim's region heap and carry the region's key; the same load, memcslap and
+  memccapable with zero violations, and no lazy grant or sync signal in steady state; the
+  intruder reading the hash table is stopped (enforce) or reported once per site (audit).
 """
 
 import json
@@ -21,13 +25,20 @@ import subprocess
 import pytest
 
 import guest_batch
-from memcached_run import POLICY
+from memcached_run import HEAP_POLICY, POLICY
 
 REPO = guest_batch.REPO
 MPK_LEARN = os.path.join(REPO, "scripts", "mpk-learn")
 ROUNDS = 4
 
 MC = "/usr/bin/memcached -u root -l 127.0.0.1 -U 0 -t 4 -m 64 -I 2m"
+
+# The items region's first span (the hash table) from mpk-stat's JSON, as "LO HI" in hex, into
+# $D/range (the intruder's target), and the ProtectionKey of the VMA that starts there.
+HEAP_RANGE = r"""{stat} $pid > $D/live.json; echo "mpk-stat-exit $?"
+set -- $(sed -n 's/.*"name":"items","kind":"isolate-heap[^"]*","ranges":\[\["0x\([0-9a-f]*\)",\([0-9]*\)\].*/\1 \2/p' $D/live.json)
+lo=$1; printf '%x %x\n' $((0x$1)) $((0x$1 + $2)) > $D/range; cat $D/range | sed 's/^/items-range /'
+awk -v lo="$lo" '/^[0-9a-f]+-[0-9a-f]+ / {{hit = (index($1, lo "-") == 1)}} hit && /^ProtectionKey:/ {{print "items-key", $2}}' /proc/$pid/smaps"""
 
 
 def check(name, port, body):
@@ -85,7 +96,44 @@ kill -TERM $pid; wait $pid; echo "memcached-exit $?"
 head -c 20000 $D/mc.log
 exit $fail"""), []),
     ]
-    files = [shim, intr, load, stat, POLICY, learn, "/usr/bin/memcached", "/usr/bin/memcslap",
+    heap_range = HEAP_RANGE.format(stat=stat)
+    checks += [
+        ("heap", check("heap", 11411, f"""
+MPK_CONFIG={HEAP_POLICY} MPK_STATS=$D/stats.json LD_PRELOAD={shim} {MC} -p $PORT > $D/mc.log 2>&1 &
+pid=$!; watchdog 240
+{load} -p $PORT -w 60 -c 4 -n 40 -s 300000 -r 2 || fail=1
+{heap_range}
+memcslap -s 127.0.0.1:$PORT -c 4 -e 300 -t set || fail=1
+memcslap -s 127.0.0.1:$PORT -c 4 -e 300 -t get || fail=1
+memccapable -h 127.0.0.1 -p $PORT > $D/capable.out 2>&1; echo "memccapable-exit $?"; tail -n 3 $D/capable.out
+{stat} $pid > $D/warm.json
+{load} -p $PORT -c 4 -n 40 -s 300000 -r 2 -k steady || fail=1
+{load} -p $PORT -c 4 -n 40 -s 300000 -r 2 -k steady -C || fail=1
+{stat} $pid > $D/steady.json
+kill -TERM $pid; wait $pid; echo "memcached-exit $?"
+cat $D/mc.log
+exit $fail"""), ["/tmp/heap/stats.json", "/tmp/heap/warm.json", "/tmp/heap/steady.json"]),
+        ("heap-enforce", check("heap-enforce", 11412, f"""
+INTRUDER_RANGE_FILE=$D/range INTRUDER_DELAY_MS=0 MPK_CONFIG={HEAP_POLICY} LD_PRELOAD={shim}:{intr} {MC} -p $PORT > $D/mc.log 2>&1 &
+pid=$!; watchdog 90
+{load} -p $PORT -w 60 -c 4 -n 10 -s 1000 -r 1
+{heap_range}
+wait $pid; echo "memcached-exit $?"
+cat $D/mc.log"""), []),
+        ("heap-audit", check("heap-audit", 11413, f"""
+MPK_MODE=audit INTRUDER_RANGE_FILE=$D/range INTRUDER_DELAY_MS=0 INTRUDER_ROUNDS={ROUNDS} \\
+  MPK_CONFIG={HEAP_POLICY} MPK_STATS=$D/stats.json LD_PRELOAD={shim}:{intr} {MC} -p $PORT > $D/mc.log 2>&1 &
+pid=$!; watchdog 180
+{load} -p $PORT -w 60 -c 4 -n 30 -s 100000 -r 1 -k before || fail=1
+{heap_range}
+i=0; while [ $i -lt 300 ] && ! grep -q 'intruder: done' $D/mc.log; do sleep 0.1; i=$((i + 1)); done
+{load} -p $PORT -c 4 -n 30 -s 100000 -r 1 -k before -C || fail=1
+{load} -p $PORT -c 4 -n 30 -s 100000 -r 1 -k after || fail=1
+kill -TERM $pid; wait $pid; echo "memcached-exit $?"
+cat $D/mc.log
+exit $fail"""), ["/tmp/heap-audit/stats.json"]),
+    ]
+    files = [shim, intr, load, stat, POLICY, HEAP_POLICY, learn, "/usr/bin/memcached", "/usr/bin/memcslap",
              "/usr/bin/memccapable"]
     return checks, files
 
@@ -175,6 +223,66 @@ def test_intruder_logged_once_per_site_in_audit_mode(guest):
     assert len(sites) == 3 and len(set(sites)) == 3, "each of the 3 sites once:\n" + "\n".join(sites)
     assert all(lo <= int(v["address"], 16) < hi and v["mode"] == "audit" for v in reports), reports
     stats = json.loads(r["files"]["/tmp/audit/stats.json"])
+    assert stats["violations"] == 3 * ROUNDS, stats
+
+
+def items_range(output):
+    m = re.search(r"^items-range ([0-9a-f]+) ([0-9a-f]+)$", output, re.M)
+    assert m, "mpk-stat named no heap region 'items':\n" + output
+    return int(m.group(1), 16), int(m.group(2), 16)
+
+
+def test_default_mode_items_in_their_own_key_and_no_violations(guest):
+    r = guest["heap"]
+    out = r["output"]
+    assert r["status"] == 0, out
+    lo, hi = items_range(out)
+    assert hi - lo == 512 << 10, "the first span is the 512 KiB hash table:\n" + out
+    m = re.search(r"^items-key (\d+)$", out, re.M)
+    assert m and int(m.group(1)) != 0, "the hash table is not on a key of its own:\n" + out
+    assert "memccapable-exit 0" in out and "All tests passed" in out, out
+    assert "memcached-exit 0" in out, out
+    assert not violations(out) and "mpk: violation" not in out, out
+    stats = json.loads(r["files"]["/tmp/heap/stats.json"])
+    assert stats["active"] is True and stats["violations"] == 0, stats
+    items = {x["name"]: x for x in stats["regions"]}["items"]
+    assert items["kind"] == "isolate-heap" and items["key"] == int(m.group(1)), (items, m.group(1))
+    assert stats["region_allocs"] >= 2 and stats["region_unserved"] == 0, stats
+    rights = {}
+    for t in items["threads"]:
+        rights.setdefault(t["name"], set()).add(t["right"])
+    assert rights["mc-worker"] == {"rw"} and rights.get("mc-log") == {"none"}, items["threads"]
+    # Steady state: a warm server serving more requests takes no lazy grant and sends no signal.
+    warm = json.loads(r["files"]["/tmp/heap/warm.json"])
+    steady = json.loads(r["files"]["/tmp/heap/steady.json"])
+    for k in ("lazy_grants", "revocation_signals", "violations"):
+        assert steady[k] == warm[k], (k, warm[k], steady[k])
+
+
+def test_default_mode_intruder_stopped_in_enforce_mode(guest):
+    out = guest["heap-enforce"]["output"]
+    assert "memcached-exit 139" in out, "memcached was not stopped by SIGSEGV:\n" + out
+    lo, hi = items_range(out)
+    reports = violations(out)
+    assert len(reports) == 1, out
+    v = reports[0]
+    assert v["thread"] == "intruder" and v["region"] == "items" and v["mode"] == "enforce", v
+    assert lo <= int(v["address"], 16) < hi, (v, hex(lo), hex(hi))
+    assert "intruder: done" not in out, "the intruder read the hash table and went on:\n" + out
+
+
+def test_default_mode_intruder_logged_once_per_site_in_audit_mode(guest):
+    r = guest["heap-audit"]
+    out = r["output"]
+    assert r["status"] == 0, "memcached did not keep serving exact data:\n" + out
+    assert "intruder: done" in out and "memcached-exit 0" in out, out
+    lo, hi = items_range(out)
+    reports = violations(out)
+    assert {v["thread"] for v in reports} == {"intruder"}, reports
+    sites = [v["backtrace"][0] for v in reports]
+    assert len(sites) == 3 and len(set(sites)) == 3, "each of the 3 sites once:\n" + "\n".join(sites)
+    assert all(lo <= int(v["address"], 16) < hi and v["mode"] == "audit" for v in reports), reports
+    stats = json.loads(r["files"]["/tmp/heap-audit/stats.json"])
     assert stats["violations"] == 3 * ROUNDS, stats
 
 

@@ -1,9 +1,15 @@
-"""memcached under libmpk_shim.so with config/examples/memcached.toml, on this machine.
+"""memcached under libmpk_shim.so with config/examples/memcached.toml (and, in its default mode,
+memcached-heap.toml), on this machine.
 
 Where the CPU lacks PKU (pkey_alloc fails) the shim passes everything through, so these tests
 check that nothing breaks: data stays exact under concurrent clients and evictions, the
 protocol test suite passes, a warm restart keeps the data, and a bad policy stops memcached
 before it serves anything. test_guest.py checks the protection itself on an emulated CPU.
+
+The heap policy is also run on simulated keys (MPK_SIMULATE=1), where the shim is active on any
+CPU: memcached's slab pages and hash table really come from the shim's region heap there (its
+counters say so), so exact data under concurrent clients and evictions, and memccapable, check
+the allocator's path, not glibc's.
 """
 
 import json
@@ -19,7 +25,7 @@ import pytest
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 
-from memcached_run import POLICY, Memcached
+from memcached_run import HEAP_POLICY, POLICY, Memcached
 
 CLIENTS = 8
 OPS_PER_CLIENT = 200
@@ -189,3 +195,49 @@ def test_bad_policy_stops_memcached(tools, tmp_path):
     assert "not started" in out, out
     assert "Client using" not in out and not os.path.exists(mc.cache_file), \
         "memcached ran before the policy was checked"
+
+
+def test_heap_policy_is_valid(tools):
+    r = subprocess.run([tools["mc_policy_check"], HEAP_POLICY], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "region 'items'" in r.stdout and "takes its memory from the heap" in r.stdout, r.stdout
+
+
+def heap_memcached(tools, tmp_path, memory_mb=16):
+    return Memcached(tmp_path, shim=tools["mc_shim"], policy=HEAP_POLICY, memory_mb=memory_mb, default_mode=True,
+                     env={"MPK_SIMULATE": "1", "MPK_STATS": str(tmp_path / "stats.json")})
+
+
+def test_default_mode_items_from_the_region_heap_exact_with_evictions(tools, tmp_path):
+    with heap_memcached(tools, tmp_path) as mc:
+        failures, counts = [], {"hit": 0, "miss": 0, "refused": 0}
+        threads = [threading.Thread(target=client_workload, args=(mc.port, i, failures, counts))
+                   for i in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = Client(("127.0.0.1", mc.port)).stats()
+        assert not failures, "\n".join(failures[:20])
+        assert counts["hit"] > 0, counts
+        assert int(stats[b"evictions"]) > 0, "the load did not force evictions: make it bigger"
+    assert mc.proc.returncode == 0, mc.output()
+    s = json.loads((tmp_path / "stats.json").read_text())
+    assert s["backend"] == "simulated" and s["active"] is True, s
+    # -m 16: 16 slab pages of 1 MiB at most (and a few preallocated), plus the 512 KiB hash table: all of
+    # them the region's.
+    assert 2 <= s["region_allocs"] <= 64 and s["region_unserved"] == 0, s
+    items = {r["name"]: r for r in s["regions"]}["items"]
+    assert items["kind"] == "isolate-heap" and items["key"] > 0, items
+    rights = {t["name"]: t["right"] for t in items["threads"]}
+    assert rights.get("mc-worker") == "rw" and rights.get("mc-log") == "none", items["threads"]
+    assert s["violations"] == 0 and s["lazy_grants"] == 0, s
+
+
+def test_default_mode_memccapable(tools, tmp_path):
+    with heap_memcached(tools, tmp_path, memory_mb=64) as mc:
+        r = subprocess.run(["memccapable", "-h", "127.0.0.1", "-p", str(mc.port)], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0 and "All tests passed" in r.stdout, r.stdout[-3000:] + r.stderr
+    s = json.loads((tmp_path / "stats.json").read_text())
+    assert s["region_allocs"] >= 2, s
