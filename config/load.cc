@@ -136,8 +136,10 @@ constexpr const char *kRootKeys[] = {"mode", "on_error", "key_budget", "evict_ra
                                              "promote_after", "sync_signal", "log", "region"};
 constexpr const char *kRegionKeys[] = {
     "name", "path", "min_size", "max_size", "prot", "address", "caller", "anonymous", "shared",
-    "action", "promote_after", "exec", "grants", "default", "enforce", "mprotect", "thread", "heap", "module"};
+    "action", "promote_after", "exec", "grants", "default", "enforce", "mprotect", "thread", "heap", "module",
+    "gate"};
 constexpr const char *kThreadKeys[] = {"name", "start", "right"};
+constexpr const char *kGateKeys[] = {"module", "symbols"};
 
 constexpr const char *kModes[] = {"enforce", "audit", "off"};
 constexpr const char *kOnErrors[] = {"fail", "passthrough"};
@@ -278,6 +280,8 @@ class Loader {
   bool load_threads(const toml::key &k, const toml::node &n, Region *r);
   bool load_thread_rule(const toml::table &t, int index, Region *r);
   bool load_address(const toml::node &n, Region *r);
+  bool load_gates(const toml::key &k, const toml::node &n, Region *r);
+  bool load_gate(const toml::table &t, int index, Region *r);
   bool check_heap_region(const toml::table &t, const Region *r);
 
   const char *path_;
@@ -419,10 +423,11 @@ bool Loader::load_region(const toml::table &t, int index) {
   if (!r->heap && (r->match & kMatchModule))
     return fail(*module_node_, "'module'%s applies to heap regions only (heap = true): a mapping is "
                 "matched by its call stack with 'caller'", ctx_.c_str());
-  if (r->match == 0)
+  // A heap region with gates may take only what is allocated inside them.
+  if (r->match == 0 && !(r->heap && r->gate_count))
     return fail_at(t.source().begin,
                    r->heap ? "[[region]] '%s' has no match criteria: give at least one of min_size, max_size, "
-                             "module, caller"
+                             "module, caller, or a [[region.gate]]"
                            : "[[region]] '%s' has no match criteria: give at least one of path, min_size, "
                              "max_size, prot, address, caller, anonymous, shared",
                    r->name);
@@ -506,6 +511,9 @@ bool Loader::load_region_key(const toml::key &k, const toml::node &n, Region *r)
   } else if (key == "thread") {
     if (r->action != Action::kIsolate) return only_for("isolate regions");
     return load_threads(k, n, r);
+  } else if (key == "gate") {
+    if (r->action != Action::kIsolate) return only_for("isolate regions");
+    return load_gates(k, n, r);
   } else if (key == "heap") {
     if (r->action != Action::kIsolate) return only_for("isolate regions");
     if (!get_bool(n, key, &r->heap)) return false;
@@ -573,6 +581,59 @@ bool Loader::load_threads(const toml::key &k, const toml::node &n, Region *r) {
     if (!load_thread_rule(*el.as_table(), index, r)) return false;
     ctx_ = region_ctx_;
   }
+  return true;
+}
+
+bool Loader::load_gates(const toml::key &k, const toml::node &n, Region *r) {
+  const auto *arr = n.as_array();
+  if (!arr || !arr->is_array_of_tables())
+    return fail_at(k.source().begin, "'gate'%s must be an array of tables (written [[region.gate]]), found %s",
+                   ctx_.c_str(), found(n).c_str());
+  int index = 0;
+  for (const auto &el : *arr) {
+    ++index;
+    if (out_->gate_count == kMaxGates)
+      return fail(el, "too many gates%s: at most %d are allowed in a policy", ctx_.c_str(), kMaxGates);
+    if (!load_gate(*el.as_table(), index, r)) return false;
+    ctx_ = region_ctx_;
+  }
+  return true;
+}
+
+bool Loader::load_gate(const toml::table &t, int index, Region *r) {
+  Gate *g = &out_->gates[out_->gate_count];
+  *g = Gate{};
+  g->region = out_->region_count;
+  g->line = t.source().begin.line;
+  ctx_ = " in [[region.gate]] #" + std::to_string(index) + " of [[region]] '" + r->name + "'";
+  for (const auto &[k, n] : in_file_order(t)) {
+    std::string_view key = k->str();
+    if (key == "module") {
+      if (!get_text(*n, key, kPathMax, "a glob on a module's file name, like \"libcrypto.so*\"", g->module))
+        return false;
+      if (strchr(g->module, '/'))
+        return fail(*n, "'module'%s is matched against the module's file name: leave out the directory, found %s",
+                    ctx_.c_str(), found(*n).c_str());
+    } else if (key == "symbols") {
+      static const std::string kWhat = "a non-empty array of function-name globs, like [\"RSA_*\", \"PEM_read_*\"]";
+      const auto *arr = n->as_array();
+      if (!arr || arr->empty()) return mismatch(*n, key, kWhat);
+      if (arr->size() > static_cast<size_t>(kMaxGateSymbols))
+        return fail(*n, "'symbols'%s has %zu globs: at most %d are allowed", ctx_.c_str(), arr->size(), kMaxGateSymbols);
+      for (const auto &el : *arr)
+        if (!get_text(el, key, kStartGlobMax, kWhat.c_str(), g->symbols[g->symbol_count++])) return false;
+    } else {
+      return unknown_key(*k, kGateKeys);
+    }
+  }
+  if (!g->module[0])
+    return fail_at(t.source().begin, "[[region.gate]] #%d of [[region]] '%s' has no 'module': name the module "
+                   "that defines the functions, like module = \"libcrypto.so*\"", index, r->name);
+  if (!g->symbol_count)
+    return fail_at(t.source().begin, "[[region.gate]] #%d of [[region]] '%s' has no 'symbols': name the "
+                   "functions that open the region, like symbols = [\"RSA_*\"]", index, r->name);
+  ++out_->gate_count;
+  ++r->gate_count;
   return true;
 }
 

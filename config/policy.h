@@ -19,6 +19,8 @@ namespace mpk::cfg {
 
 inline constexpr int kMaxRegions = 64;
 inline constexpr int kMaxHeapRegions = 16;    // of them, heap = true
+inline constexpr int kMaxGates = 16;          // [[region.gate]] tables, all regions together
+inline constexpr int kMaxGateSymbols = 16;    // symbol globs per gate
 inline constexpr int kMaxThreadRules = 16;    // per region
 inline constexpr size_t kNameMax = 63;        // region name, thread-name glob (characters)
 inline constexpr size_t kPathMax = 255;       // path glob, log path
@@ -97,15 +99,28 @@ struct Region {
   MprotectMode mprotect = MprotectMode::kKernel;  // isolate only
 
   // Isolate only.
+  int gate_count = 0;                 // its [[region.gate]] tables (in Policy::gates)
   int default_right = kRightNone;
   Mode mode = Mode::kEnforce;         // kEnforce or kAudit: the region's `enforce`, else the global mode
   int thread_rule_count = 0;
   ThreadRule threads[kMaxThreadRules];
 };
 
+// A call gate: calls from other modules into the named functions of `module` open the region
+// for the calling thread until they return.
+struct Gate {
+  int region = -1;
+  uint32_t line = 0;
+  char module[kPathMax + 1] = {};                          // basename glob of the defining module
+  int symbol_count = 0;
+  char symbols[kMaxGateSymbols][kStartGlobMax + 1] = {};  // globs on exported function names
+};
+
 struct Policy {
   Settings settings;
   char source[kSourcePathMax + 1] = {};  // the file it was loaded from; "" for the defaults
+  int gate_count = 0;
+  Gate gates[kMaxGates];
   int region_count = 0;
   // Only the first region_count are meaningful (and last: used_bytes() covers them).
   Region regions[kMaxRegions];

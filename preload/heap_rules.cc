@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "gates.h"
 #include "raw_log.h"
 #include "sys.h"
 
@@ -87,6 +88,7 @@ void rebuild() {
     if (r.match & cfg::kMatchMinSize) h.min_size = r.min_size;
     if (r.match & cfg::kMatchMaxSize) h.max_size = r.max_size;
     if (r.match & cfg::kMatchCaller) h.caller = &r.caller;
+    h.gated = r.gate_count > 0;
   }
   if (g_any_module) {
     ModuleScan scan{next};
@@ -125,6 +127,8 @@ int heap_rule_match(const HeapRules &t, size_t size, const void *ret) {
   auto addr = reinterpret_cast<uintptr_t>(ret);
   for (int i = 0; i < t.count; ++i) {
     const HeapRule &r = t.rules[i];
+    if (r.gated && (gate_regions() >> r.region & 1u)) return r.region;  // inside one of its gates
+    if (!r.match) continue;  // only what its gates allocate
     if (size < r.min_size || size > r.max_size) continue;
     if (r.match & cfg::kMatchModule) {
       bool in = false;

@@ -24,6 +24,7 @@ struct HeapRule {
   int nranges = 0;
   struct Range { uintptr_t lo, hi; } ranges[kMaxModuleRanges];
   const cfg::CallerPattern *caller = nullptr;  // kMatchCaller: in the policy's arena copy
+  bool gated = false;  // the region has gates: what is allocated inside them is its
 };
 
 struct alignas(4096) HeapRules {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 
+#include "gates.h"
 #include "heap_rules.h"
 #include "libc_real.h"
 #include "raw_log.h"
@@ -16,6 +17,9 @@ MPK_EXPORT void *dlopen(const char *file, int mode) {
   auto f = MPK_REAL(dlopen);
   if (mode & RTLD_DEEPBIND) MPK_LOG(kDebug, "dlopen(%s): RTLD_DEEPBIND dropped", file ? file : "(main)");
   void *h = f(file, mode & ~RTLD_DEEPBIND);
-  if (h) mpk::shim::heap_rules_refresh();  // a heap region's `module` may name what was loaded
+  if (h) {
+    mpk::shim::heap_rules_refresh();  // a heap region's `module` may name what was loaded
+    mpk::shim::gates_refresh();       // ... and a gate its functions, or their callers
+  }
   return h;
 }

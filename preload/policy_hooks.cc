@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "engine.h"
+#include "gates.h"
 #include "heap_rules.h"
 #include "isolation.h"
 #include "policy.h"
@@ -203,6 +204,22 @@ void policy_heap_start() {
     return;
   }
   heap_rules_build(p);
+}
+
+}  // namespace mpk::shim
+
+namespace mpk::shim {
+
+void policy_gates_start() {
+  const cfg::Policy &p = *g_policy;
+  if (!p.gate_count) return;
+  // A gate opens the keys its region has when the gate is entered: a heap region gets its key
+  // (its first span) now, so the first allocation inside a gate is already open to the caller.
+  for (int i = 0; i < p.region_count; ++i) {
+    if (!p.regions[i].heap || !p.regions[i].gate_count || !heap_rules().count) continue;
+    if (void *b = region_heap_alloc(i, 16, 16)) region_heap_free(b);
+  }
+  gates_install(p);
 }
 
 }  // namespace mpk::shim

@@ -19,6 +19,8 @@ LegacyHooks policy_legacy_hooks();
 // Heap regions (heap = true): reserves their address space and starts matching allocations
 // (after legacy_init). Does nothing without heap regions.
 void policy_heap_start();
+// Call gates ([[region.gate]]): patches the loaded modules (after policy_heap_start).
+void policy_gates_start();
 // MPK_LEARN=1: every isolated region is closed to every thread and audited, and violations are
 // reported once per access site, thread name and kind of access (mpk-run --learn turns the log
 // into a policy).

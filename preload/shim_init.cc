@@ -44,6 +44,7 @@ __attribute__((constructor(101))) void shim_start() {
   else if (hooks.has_isolation) {
     mpk::legacy_adopt_existing();
     mpk::shim::policy_heap_start();
+    mpk::shim::policy_gates_start();
   }
 }
 

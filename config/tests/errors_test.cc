@@ -354,7 +354,7 @@ TEST(Errors, HeapRegions) {
             "mapping, not allocations)");
   EXPECT_EQ(error_of(base + "heap = true\n"),
             "p.toml:1:1: [[region]] 'r' has no match criteria: give at least one of min_size, max_size, module, "
-            "caller");
+            "caller, or a [[region.gate]]");
   EXPECT_EQ(error_of(base + "min_size = 1\nmodule = \"libfoo.so\"\n"),
             "p.toml:5:10: 'module' in [[region]] 'r' applies to heap regions only (heap = true): a mapping is "
             "matched by its call stack with 'caller'");
@@ -371,6 +371,28 @@ TEST(Errors, HeapRegions) {
   for (int i = 0; i <= kMaxHeapRegions; ++i)
     many += "[[region]]\nname = \"h" + std::to_string(i) + "\"\naction = \"isolate\"\nheap = true\nmin_size = 1\n";
   EXPECT_EQ(error_of(many), "p.toml:84:8: too many heap regions in [[region]] 'h16': at most 16 are allowed");
+}
+
+TEST(Errors, Gates) {
+  const std::string base = std::string(kRegionHead) + "action = \"isolate\"\nmin_size = 1\n";  // lines 1-4
+  EXPECT_EQ(error_of(base + "[[region.gate]]\nsymbols = [\"RSA_*\"]\n"),
+            "p.toml:5:1: [[region.gate]] #1 of [[region]] 'r' has no 'module': name the module that defines the "
+            "functions, like module = \"libcrypto.so*\"");
+  EXPECT_EQ(error_of(base + "[[region.gate]]\nmodule = \"libcrypto.so*\"\n"),
+            "p.toml:5:1: [[region.gate]] #1 of [[region]] 'r' has no 'symbols': name the functions that open the "
+            "region, like symbols = [\"RSA_*\"]");
+  EXPECT_EQ(error_of(base + "[[region.gate]]\nmodule = \"libcrypto.so*\"\nsymbols = []\n"),
+            "p.toml:7:11: 'symbols' in [[region.gate]] #1 of [[region]] 'r' must be a non-empty array of "
+            "function-name globs, like [\"RSA_*\", \"PEM_read_*\"], found an array");
+  EXPECT_EQ(error_of(base + "[[region.gate]]\nmodule = \"/lib/libcrypto.so.3\"\nsymbols = [\"RSA_*\"]\n"),
+            "p.toml:6:10: 'module' in [[region.gate]] #1 of [[region]] 'r' is matched against the module's file "
+            "name: leave out the directory, found \"/lib/libcrypto.so.3\"");
+  EXPECT_EQ(error_of(base + "[[region.gate]]\nmodule = \"x\"\nsymbols = [\"a\"]\nwhen = 1\n"),
+            "p.toml:8:1: unknown key 'when' in [[region.gate]] #1 of [[region]] 'r' (expected one of: module, symbols)");
+  EXPECT_EQ(error_of(std::string(kRegionHead) + "action = \"emulate\"\nmin_size = 1\n[[region.gate]]\nmodule = \"x\"\n"
+                     "symbols = [\"a\"]\n"),
+            "p.toml:5:10: 'gate' in [[region]] 'r' applies to isolate regions only (this region has action = "
+            "\"emulate\")");
 }
 
 }  // namespace

@@ -235,5 +235,24 @@ TEST(Load, HeapRegionTakesAllocationCriteriaAndIsSkippedForMappings) {
   EXPECT_EQ(match_region(*l.policy, m), &l.policy->regions[1]);
 }
 
+TEST(Load, GatesBelongToTheirRegionAndAHeapRegionMayHaveNoOtherCriterion) {
+  auto l = test::load_text(
+      "[[region]]\nname = \"a\"\naction = \"isolate\"\nmin_size = 1\n"
+      "[[region]]\nname = \"keys\"\naction = \"isolate\"\nheap = true\n"
+      "[[region.gate]]\nmodule = \"libcrypto.so*\"\nsymbols = [\"PEM_read_bio_*\", \"RSA_sign\"]\n"
+      "[[region.gate]]\nmodule = \"libssl.so*\"\nsymbols = [\"SSL_CTX_use_PrivateKey*\"]\n");
+  ASSERT_TRUE(l.ok) << l.error;
+  ASSERT_EQ(l.policy->gate_count, 2);
+  EXPECT_EQ(l.policy->regions[1].gate_count, 2);
+  EXPECT_EQ(l.policy->regions[1].match, 0u);
+  const Gate &g = l.policy->gates[0];
+  EXPECT_EQ(g.region, 1);
+  EXPECT_EQ(g.line, 9u);
+  EXPECT_STREQ(g.module, "libcrypto.so*");
+  ASSERT_EQ(g.symbol_count, 2);
+  EXPECT_STREQ(g.symbols[1], "RSA_sign");
+  EXPECT_EQ(l.policy->gates[1].region, 1);
+}
+
 }  // namespace
 }  // namespace mpk::cfg

@@ -93,9 +93,16 @@ void print_region(const Policy &p, int index) {
         printf(" -> %s\n", right_name(t.right));
       }
       printf("    any other thread -> %s\n", right_name(r.default_right));
+      for (int i = 0; i < p.gate_count; ++i) {
+        const Gate &g = p.gates[i];
+        if (g.region != index) continue;
+        printf("  gate (line %u): calls from other modules into %s functions ", g.line, g.module);
+        for (int j = 0; j < g.symbol_count; ++j) printf("%s%s", j ? ", " : "", g.symbols[j]);
+        printf(" open it for the calling thread until they return\n");
+      }
       if (r.heap)
-        printf("  matching allocations come from the region's own heap, on its key; everything else from "
-               "glibc\n");
+        printf("  matching allocations%s come from the region's own heap, on its key; everything else from "
+               "glibc\n", r.gate_count ? " (and every allocation made inside its gates)" : "");
       if (r.mprotect == MprotectMode::kThread)
         printf("  mprotect on it changes the calling thread's right only (no system call; the pages stay "
                "readable, writable and, if mapped so, executable in the page table)\n");

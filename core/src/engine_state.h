@@ -113,9 +113,15 @@ inline ThreadRecord *self_rec(const EngineState &st) {
   return r;
 }
 
-// The right the state gives rec on key k: its domain, else its isolation right, else the key's
-// process-wide right. rec may be null (a thread with neither).
+// Keys the calling thread holds read/write because it is inside a call gate (gate_rights.h):
+// thread-local, written only by the thread itself, read by its own sync handler.
+extern thread_local uint32_t t_gate_keys __attribute__((tls_model("initial-exec")));
+
+// The right the state gives rec on key k: read/write while rec (the calling thread) is inside a
+// call gate that opens k, else its domain, else its isolation right, else the key's process-wide
+// right. rec may be null (a thread with neither).
 inline Rights want_of(const EngineState &st, const ThreadRecord *rec, int k) {
+  if ((t_gate_keys >> k & 1u) && rec == t_self) [[unlikely]] return Rights::kReadWrite;
   uint8_t d = rec ? rec->dom[k].load(std::memory_order_acquire) : 0;
   if (!d && rec) d = rec->iso[k].load(std::memory_order_acquire);
   return d ? static_cast<Rights>(d - 1) : static_cast<Rights>(st.keys[k].rights.load(std::memory_order_seq_cst));

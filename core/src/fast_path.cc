@@ -25,6 +25,8 @@ struct Change {
   bool revoked = false;       // other threads must be synced (a revocation, or an eager grant)
 };
 
+}  // namespace
+
 // A sync handler ran while this thread's PKRU was being rewritten (acks moved): its edit of the
 // register may have been overwritten with an older value, a revocation or an eager grant. Every
 // key is lowered to the state again, and the exact keys take the state's right (the handler took
@@ -40,6 +42,8 @@ void settle(EngineState &st, ThreadRecord *rec) {
     if (rec->acks.load(kRelaxed) == acks) return;
   }
 }
+
+namespace {
 
 // The frame every fast operation runs in: metadata open, key k locked, `body` decides and changes
 // the state, a revocation is synced, the caller's right is noted and written, metadata closed.

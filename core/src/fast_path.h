@@ -26,6 +26,9 @@ bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot
                           bool (*fits)(const PageGroup &g, int prot), int *rc);
 bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc);
 bool fast_begin(EngineState &st, int vkey, int prot, int *rc);
+// After this thread rewrote its PKRU while a sync handler of its own ran (rec->acks moved): every
+// key lowered to the state again, exact keys set from it.
+void settle(EngineState &st, ThreadRecord *rec);
 bool fast_end(EngineState &st, int vkey, int *rc);
 
 }  // namespace mpk

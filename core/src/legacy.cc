@@ -36,6 +36,8 @@ struct LegacyState {
   PageGroup *groups[kMaxGroups];
   int ngroups = 0;
   int next_vkey = kFirstVkey;
+  // The hardware keys of each policy region's isolated groups (the call gates open them).
+  std::atomic<uint32_t> region_keys[kMaxPolicyRegions];
 };
 
 // The emulation's state, published once (its pointer is one of the roots: roots.h).
@@ -62,6 +64,16 @@ size_t page_round(size_t len) { return (len + 4095) & ~size_t{4095}; }
 
 RangeRule rule_for(const LegacyState &ls, int region) {
   return ls.hooks.rule ? ls.hooks.rule(region) : RangeRule{};
+}
+
+// A group of `region` went away: its keys are those of the groups it still has (under the lock).
+void recount_region_keys(LegacyState &ls, int region) {
+  if (region < 0 || region >= kMaxPolicyRegions) return;
+  uint32_t keys = 0;
+  for (int i = 0; i < ls.ngroups; ++i)
+    if (ls.groups[i]->isolate && ls.groups[i]->region == region && ls.groups[i]->hw_key)
+      keys |= 1u << ls.groups[i]->hw_key;
+  ls.region_keys[region].store(keys, std::memory_order_release);
 }
 
 // Does prot fit the group's ceiling? With exact execute rights only the data bits must fit: a new
@@ -100,6 +112,7 @@ bool dissolve(EngineState &st, LegacyState &ls, int i, bool gone = false) {
     isolation_forget(*g);
   }
   remove_at(ls, i);
+  if (g->isolate) recount_region_keys(ls, g->region);
   region_release(g->stat_slot);
   delete_group(st, g);
   bump(stats().dissolves);
@@ -182,6 +195,7 @@ int give_back_and_mprotect(EngineState &st, LegacyState &ls, uintptr_t start, si
       if (g->hw_key) unload(st, *g, /*retag=*/false);
       if (g->isolate) isolation_forget(*g);
       remove_at(ls, j);
+      if (g->isolate) recount_region_keys(ls, g->region);
       region_release(g->stat_slot);
       delete_group(st, g);
       bump(stats().dissolves);
@@ -422,6 +436,7 @@ PageGroup *adopt_isolated(EngineState &st, LegacyState &ls, Section &s, uintptr_
     return nullptr;
   }
   ls.groups[ls.ngroups++] = g;
+  if (region >= 0 && region < kMaxPolicyRegions) ls.region_keys[region].fetch_or(1u << g->hw_key, std::memory_order_release);
   s.grant |= 1u << g->hw_key;  // this thread's own right on the region
   const char *kind = rule.heap ? (rule.audit ? "isolate-heap-audit" : "isolate-heap")
                      : rule.thread_toggles ? (rule.audit ? "isolate-thread-audit" : "isolate-thread")
@@ -436,6 +451,12 @@ PageGroup *adopt_isolated(EngineState &st, LegacyState &ls, Section &s, uintptr_
 }
 
 }  // namespace
+
+uint32_t legacy_region_keys(int region) {
+  LegacyState *ls = legacy_state();
+  if (!ls || region < 0 || region >= kMaxPolicyRegions) return 0;
+  return ls->region_keys[region].load(std::memory_order_acquire);
+}
 
 PageGroup *legacy_heap_pages(EngineState &st, Section &s, PageGroup *g, int region, void *p, size_t len) {
   LegacyState *ls = legacy_state();

@@ -67,6 +67,10 @@ int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey);
 // nullptr (no key, or no memory for metadata). Caller: inside Section s, holding the lock.
 PageGroup *legacy_heap_pages(EngineState &st, Section &s, PageGroup *g, int region, void *p, size_t len);
 
+// The hardware keys of policy region `region`'s isolated groups (0 if none): what a call gate of
+// the region opens. Lock-free, async-signal-safe.
+uint32_t legacy_region_keys(int region);
+
 // The program allocated a protection key of its own (pkey_alloc succeeded).
 void legacy_note_program_key();
 // Is pkey one of the engine's own keys (groups or metadata)?

@@ -1,0 +1,105 @@
+// gate_runtime.cc - what the gate stubs (gate_stubs.S) call: the thread's gate stack and rights.
+//
+// Each thread has a stack of frames (thread-local, initial-exec: no allocation, usable in signal
+// handlers): the caller's return address and rbx (at offsets the stubs' unwind information
+// names), the caller's stack pointer (for longjmp) and what the gate opened. Ordering against
+// signal handlers of the same thread, which may enter and leave gates themselves: a frame is
+// filled before the depth counts it, and read before the depth drops.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "gate_rights.h"
+#include "gates.h"
+#include "gates_table.h"
+#include "legacy.h"
+#include "raw_log.h"
+#include "sys.h"
+
+namespace mpk::shim {
+
+namespace {
+
+struct GateFrame {
+  uintptr_t ret;        // offset 0: the caller's return address (gate_stubs.S)
+  uintptr_t rbx;        // offset 8: the caller's rbx (gate_stubs.S)
+  uintptr_t caller_sp;  // the caller's stack pointer after the call returns
+  uint32_t keys;        // hardware keys this gate opened the depth of
+  int16_t region;
+};
+static_assert(offsetof(GateFrame, ret) == 0 && offsetof(GateFrame, rbx) == 8, "gate_stubs.S reads them");
+
+constinit thread_local GateFrame t_frames[kMaxGateDepth] __attribute__((tls_model("initial-exec")));
+constinit thread_local int t_depth __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local uint16_t t_region_depth[cfg::kMaxRegions] __attribute__((tls_model("initial-exec")));
+constinit thread_local uint64_t t_regions __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local int t_not_for_gates __attribute__((tls_model("initial-exec"))) = 0;
+
+void close_frame(const GateFrame &f) {
+  gate_close(f.keys);
+  if (f.region >= 0 && t_region_depth[f.region] && --t_region_depth[f.region] == 0)
+    t_regions &= ~(uint64_t{1} << f.region);
+}
+
+// Pops the innermost frame (which is f) and gives the caller's return address.
+uintptr_t pop(GateFrame *f) {
+  uintptr_t ret = f->ret;
+  close_frame(*f);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_depth = static_cast<int>(f - t_frames);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  return ret;
+}
+
+}  // namespace
+
+uint64_t gate_regions() { return t_not_for_gates ? 0 : t_regions; }
+
+GateAllocationsOff::GateAllocationsOff() { ++t_not_for_gates; }
+GateAllocationsOff::~GateAllocationsOff() { --t_not_for_gates; }
+
+void gates_leave_below(uintptr_t target_sp) {
+  // A frame whose caller's stack pointer is at or below the target belongs to a call the jump
+  // leaves (the stack grows down).
+  while (t_depth > 0 && t_frames[t_depth - 1].caller_sp <= target_sp) pop(&t_frames[t_depth - 1]);
+}
+
+}  // namespace mpk::shim
+
+using mpk::shim::GateFrame;
+
+struct GateEnter {
+  void *target;
+  GateFrame *frame;
+};
+
+extern "C" __attribute__((visibility("hidden"))) GateEnter mpk_gate_enter(unsigned index, uintptr_t ret,
+                                                                          uintptr_t caller_sp) {
+  using namespace mpk::shim;
+  const GateTarget &t = gate_target(index);
+  int d = t_depth;
+  if (d == kMaxGateDepth) {
+    mpk::raw_log(mpk::LogLevel::kError, "more than %d nested gated calls in one thread: stopping", kMaxGateDepth);
+    mpk::sys::raw(SYS_exit_group, 134);
+  }
+  GateFrame &f = t_frames[d];
+  f.ret = ret;
+  f.caller_sp = caller_sp;
+  f.region = t.region;
+  f.keys = mpk::legacy_region_keys(t.region);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_depth = d + 1;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (t_region_depth[t.region]++ == 0) t_regions |= uint64_t{1} << t.region;
+  mpk::gate_open(f.keys);
+  return {t.target, &f};
+}
+
+extern "C" __attribute__((visibility("hidden"))) uintptr_t mpk_gate_exit(GateFrame *f) {
+  return mpk::shim::pop(f);
+}
+
+// An exception leaves the gated function: the same as its return.
+extern "C" __attribute__((visibility("hidden"))) uintptr_t mpk_gate_unwind(GateFrame *f) {
+  return mpk::shim::pop(f);
+}
