@@ -139,7 +139,7 @@ constexpr const char *kRegionKeys[] = {
     "action", "promote_after", "exec", "grants", "default", "enforce", "mprotect", "thread", "heap", "module",
     "gate"};
 constexpr const char *kThreadKeys[] = {"name", "start", "right"};
-constexpr const char *kGateKeys[] = {"module", "symbols"};
+constexpr const char *kGateKeys[] = {"module", "symbols", "allocate"};
 
 constexpr const char *kModes[] = {"enforce", "audit", "off"};
 constexpr const char *kOnErrors[] = {"fail", "passthrough"};
@@ -622,6 +622,8 @@ bool Loader::load_gate(const toml::table &t, int index, Region *r) {
         return fail(*n, "'symbols'%s has %zu globs: at most %d are allowed", ctx_.c_str(), arr->size(), kMaxGateSymbols);
       for (const auto &el : *arr)
         if (!get_text(el, key, kStartGlobMax, kWhat.c_str(), g->symbols[g->symbol_count++])) return false;
+    } else if (key == "allocate") {
+      if (!get_bool(*n, key, &g->allocate)) return false;
     } else {
       return unknown_key(*k, kGateKeys);
     }

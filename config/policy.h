@@ -114,6 +114,7 @@ struct Gate {
   char module[kPathMax + 1] = {};                          // basename glob of the defining module
   int symbol_count = 0;
   char symbols[kMaxGateSymbols][kStartGlobMax + 1] = {};  // globs on exported function names
+  bool allocate = true;  // a heap region takes what is allocated inside these calls
 };
 
 struct Policy {

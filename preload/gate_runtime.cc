@@ -26,19 +26,21 @@ struct GateFrame {
   uintptr_t caller_sp;  // the caller's stack pointer after the call returns
   uint32_t keys;        // hardware keys this gate opened the depth of
   int16_t region;
+  bool allocate;        // it counts in t_alloc_depth
 };
 static_assert(offsetof(GateFrame, ret) == 0 && offsetof(GateFrame, rbx) == 8, "gate_stubs.S reads them");
 
 constinit thread_local GateFrame t_frames[kMaxGateDepth] __attribute__((tls_model("initial-exec")));
 constinit thread_local int t_depth __attribute__((tls_model("initial-exec"))) = 0;
-constinit thread_local uint16_t t_region_depth[cfg::kMaxRegions] __attribute__((tls_model("initial-exec")));
-constinit thread_local uint64_t t_regions __attribute__((tls_model("initial-exec"))) = 0;
+// The regions whose allocating gates the thread is inside (the heap criterion), and how deep.
+constinit thread_local uint16_t t_alloc_depth[cfg::kMaxRegions] __attribute__((tls_model("initial-exec")));
+constinit thread_local uint64_t t_alloc_regions __attribute__((tls_model("initial-exec"))) = 0;
 constinit thread_local int t_not_for_gates __attribute__((tls_model("initial-exec"))) = 0;
 
 void close_frame(const GateFrame &f) {
   gate_close(f.keys);
-  if (f.region >= 0 && t_region_depth[f.region] && --t_region_depth[f.region] == 0)
-    t_regions &= ~(uint64_t{1} << f.region);
+  if (f.allocate && f.region >= 0 && t_alloc_depth[f.region] && --t_alloc_depth[f.region] == 0)
+    t_alloc_regions &= ~(uint64_t{1} << f.region);
 }
 
 // Pops the innermost frame (which is f) and gives the caller's return address.
@@ -53,7 +55,7 @@ uintptr_t pop(GateFrame *f) {
 
 }  // namespace
 
-uint64_t gate_regions() { return t_not_for_gates ? 0 : t_regions; }
+uint64_t gate_regions() { return t_not_for_gates ? 0 : t_alloc_regions; }
 
 GateAllocationsOff::GateAllocationsOff() { ++t_not_for_gates; }
 GateAllocationsOff::~GateAllocationsOff() { --t_not_for_gates; }
@@ -86,11 +88,12 @@ extern "C" __attribute__((visibility("hidden"))) GateEnter mpk_gate_enter(unsign
   f.ret = ret;
   f.caller_sp = caller_sp;
   f.region = t.region;
+  f.allocate = t.allocate;
   f.keys = mpk::legacy_region_keys(t.region);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   t_depth = d + 1;
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (t_region_depth[t.region]++ == 0) t_regions |= uint64_t{1} << t.region;
+  if (t.allocate && t_alloc_depth[t.region]++ == 0) t_alloc_regions |= uint64_t{1} << t.region;
   mpk::gate_open(f.keys);
   return {t.target, &f};
 }

@@ -24,7 +24,7 @@
 	.type	mpk_gate_stubs, @function
 mpk_gate_stubs:
 	.set	stub, 0
-	.rept	1024
+	.rept	4096
 	.p2align 4
 	movl	$stub, %r11d
 	jmp	mpk_gate_common

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "gates_table.h"
+#include "next_symbol.h"
 #include "raw_log.h"
 #include "sys.h"
 
@@ -98,33 +99,33 @@ bool read_module(const dl_phdr_info *info, Module *m) {
   return m->symtab && m->strtab;
 }
 
-// The number of dynamic symbols: DT_HASH says it; with DT_GNU_HASH alone, the end of the last
-// hash chain does.
-uint32_t symbol_count(const Module &m) {
-  if (m.sysv_hash) return m.sysv_hash[1];
-  if (!m.gnu_hash) return 0;
-  const uint32_t nbuckets = m.gnu_hash[0], symoffset = m.gnu_hash[1], bloom_size = m.gnu_hash[2];
-  const auto *buckets = reinterpret_cast<const uint32_t *>(reinterpret_cast<const ElfW(Addr) *>(m.gnu_hash + 4) + bloom_size);
-  const uint32_t *chain = buckets + nbuckets;
-  uint32_t last = 0;
-  for (uint32_t b = 0; b < nbuckets; ++b)
-    if (buckets[b] > last) last = buckets[b];
-  if (last < symoffset) return symoffset;
-  while (!(chain[last - symoffset] & 1)) ++last;
-  return last + 1;
+// Stub numbers by target address (open addressing; targets are never removed).
+constexpr int kIndexSlots = 2 * kMaxGateStubs;
+struct StubIndex {
+  uintptr_t key[kIndexSlots];
+  int16_t stub[kIndexSlots];
+};
+constinit StubIndex g_index{};
+
+uint32_t hash_addr(uintptr_t a) { return static_cast<uint32_t>((a >> 4) * 0x9E3779B97F4A7C15ull >> 40); }
+
+int stub_of(uintptr_t target) {
+  for (uint32_t i = hash_addr(target) % kIndexSlots;; i = (i + 1) % kIndexSlots) {
+    if (g_index.key[i] == target) return g_index.stub[i];
+    if (!g_index.key[i]) return -1;
+  }
 }
 
-bool defined_function(const Module &m, uint32_t i) {
-  const ElfW(Sym) &s = m.symtab[i];
-  int type = ELF64_ST_TYPE(s.st_info), bind = ELF64_ST_BIND(s.st_info);
-  return s.st_shndx != SHN_UNDEF && type == STT_FUNC && (bind == STB_GLOBAL || bind == STB_WEAK) &&
-         !(m.versym && (m.versym[i] & 0x8000));
-}
-
-int stub_of(void *target) {
-  for (int i = 0; i < g_table.count; ++i)
-    if (g_table.targets[i].target == target) return i;
-  return -1;
+int new_stub(uintptr_t target, const cfg::Gate &g, int gate_index, bool allocate) {
+  if (g_table.count == kMaxGateStubs) return -1;
+  int n = g_table.count++;
+  g_table.targets[n] = GateTarget{reinterpret_cast<void *>(target), static_cast<int16_t>(g.region), allocate};
+  g_table.gate_of[n] = static_cast<uint16_t>(gate_index);
+  uint32_t i = hash_addr(target) % kIndexSlots;
+  while (g_index.key[i]) i = (i + 1) % kIndexSlots;
+  g_index.key[i] = target;
+  g_index.stub[i] = static_cast<int16_t>(n);
+  return n;
 }
 
 bool is_stub(uintptr_t v) {
@@ -132,73 +133,51 @@ bool is_stub(uintptr_t v) {
   return v >= lo && v < lo + kMaxGateStubs * kStubBytes;
 }
 
-// Pass 1: the gated functions of every module a gate names get stubs.
-int collect_targets(dl_phdr_info *info, size_t, void *) {
+// The modules some gate names, with their loaded extents (found again at each install).
+constexpr int kMaxGateModules = 16;
+struct GateModule {
+  uintptr_t lo, hi;
+  char name[256];
+};
+GateModule g_mods[kMaxGateModules];
+int g_nmods = 0;
+
+int find_gate_modules(dl_phdr_info *info, size_t, void *) {
   Module m;
   if (!read_module(info, &m) || m.base == reinterpret_cast<uintptr_t>(&__ehdr_start)) return 0;
   for (int gi = 0; gi < g_policy->gate_count; ++gi) {
+    if (!cfg::glob_match(g_policy->gates[gi].module, m.name, false)) continue;
+    if (g_nmods == kMaxGateModules) {
+      MPK_LOG(kError, "gates: more than %d gated modules; %s is NOT gated", kMaxGateModules, m.name);
+      return 0;
+    }
+    GateModule &gm = g_mods[g_nmods++];
+    gm.lo = m.lo;
+    gm.hi = m.hi;
+    size_t len = std::strlen(m.name);
+    if (len >= sizeof gm.name) len = sizeof gm.name - 1;
+    std::memcpy(gm.name, m.name, len);
+    gm.name[len] = '\0';
+    break;
+  }
+  return 0;
+}
+
+const GateModule *gate_module_of(uintptr_t a) {
+  for (int i = 0; i < g_nmods; ++i)
+    if (a >= g_mods[i].lo && a < g_mods[i].hi) return &g_mods[i];
+  return nullptr;
+}
+
+// The first gate (in file order) whose module and symbol globs name `sym` of module `mod`.
+int gate_for(const char *mod, const char *sym) {
+  for (int gi = 0; gi < g_policy->gate_count; ++gi) {
     const cfg::Gate &g = g_policy->gates[gi];
-    if (!cfg::glob_match(g.module, m.name, false)) continue;
-    uint32_t n = symbol_count(m);
-    for (uint32_t i = 1; i < n; ++i) {
-      if (!defined_function(m, i)) continue;
-      const char *name = m.strtab + m.symtab[i].st_name;
-      bool named = false;
-      for (int k = 0; k < g.symbol_count && !named; ++k) named = cfg::glob_match(g.symbols[k], name, false);
-      if (!named) continue;
-      void *target = reinterpret_cast<void *>(m.base + m.symtab[i].st_value);
-      if (stub_of(target) >= 0) continue;
-      if (g_table.count == kMaxGateStubs) {
-        MPK_LOG(kError, "gates: more than %d gated functions; %s in %s is NOT gated", kMaxGateStubs, name, m.name);
-        return 0;
-      }
-      g_table.targets[g_table.count] = GateTarget{target, static_cast<int16_t>(g.region)};
-      g_table.gate_of[g_table.count] = static_cast<uint16_t>(gi);
-      ++g_table.count;
-    }
+    if (!cfg::glob_match(g.module, mod, false)) continue;
+    for (int k = 0; k < g.symbol_count; ++k)
+      if (cfg::glob_match(g.symbols[k], sym, false)) return gi;
   }
-  return 0;
-}
-
-// The module whose loaded extent holds addr (pass 2 needs to know a target's own module).
-struct Owner {
-  uintptr_t addr;
-  uintptr_t lo, hi;
-};
-int find_owner(dl_phdr_info *info, size_t, void *arg) {
-  auto *o = static_cast<Owner *>(arg);
-  Module m;
-  m.base = info->dlpi_addr;
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr) &ph = info->dlpi_phdr[i];
-    if (ph.p_type != PT_LOAD) continue;
-    uintptr_t lo = m.base + ph.p_vaddr, hi = lo + ph.p_memsz;
-    if (o->addr >= lo && o->addr < hi) {
-      o->lo = lo;
-      o->hi = hi;
-      return 1;
-    }
-  }
-  return 0;
-}
-
-// The first definition of `name` in load order (how the dynamic linker binds a symbol in the
-// global scope).
-struct FirstDef {
-  const char *name;
-  void *addr = nullptr;
-};
-int find_first_def(dl_phdr_info *info, size_t, void *arg) {
-  auto *f = static_cast<FirstDef *>(arg);
-  Module m;
-  if (!read_module(info, &m)) return 0;
-  uint32_t n = symbol_count(m);
-  for (uint32_t i = 1; i < n; ++i) {
-    if (!defined_function(m, i) || std::strcmp(m.strtab + m.symtab[i].st_name, f->name) != 0) continue;
-    f->addr = reinterpret_cast<void *>(m.base + m.symtab[i].st_value);
-    return 1;
-  }
-  return 0;
+  return -1;
 }
 
 void write_slot(const Module &m, uintptr_t *slot, uintptr_t value) {
@@ -214,6 +193,7 @@ void write_slot(const Module &m, uintptr_t *slot, uintptr_t value) {
 
 struct PatchCount {
   int slots = 0;
+  bool full = false;
 };
 
 void patch_relocs(const Module &m, const ElfW(Rela) *r, size_t bytes, PatchCount *pc) {
@@ -223,25 +203,30 @@ void patch_relocs(const Module &m, const ElfW(Rela) *r, size_t bytes, PatchCount
     auto *slot = reinterpret_cast<uintptr_t *>(m.base + r[i].r_offset);
     uintptr_t v = *slot;
     if (is_stub(v)) continue;  // done already
-    int stub = stub_of(reinterpret_cast<void *>(v));
-    if (stub < 0 && v >= m.lo && v < m.hi && type == R_X86_64_JUMP_SLOT) {
-      // Lazily bound and not called yet: the slot points into this module's PLT. Bind it now to
-      // what the dynamic linker would, if that is a gated function.
-      FirstDef f{m.strtab + m.symtab[sym].st_name};
-      dl_iterate_phdr(find_first_def, &f);
-      if (f.addr) stub = stub_of(f.addr);
+    const char *name = m.strtab + m.symtab[sym].st_name;
+    const GateModule *gm = gate_module_of(v);
+    if (!gm && type == R_X86_64_JUMP_SLOT && v >= m.lo && v < m.hi) {
+      // Lazily bound and not called yet: the slot points into this module's own PLT. Bind it now
+      // to what the dynamic linker would, if that is a gated module's function.
+      uintptr_t d = reinterpret_cast<uintptr_t>(global_symbol(name));
+      if ((gm = gate_module_of(d))) v = d;
     }
-    if (stub < 0) continue;
-    // Calls inside the defining module are not gated.
-    Owner o{reinterpret_cast<uintptr_t>(g_table.targets[stub].target), 0, 0};
-    dl_iterate_phdr(find_owner, &o);
-    if (o.lo >= m.lo && o.hi <= m.hi) continue;
+    // Calls inside the defining module are not gated (and never go through here anyway).
+    if (!gm || (m.lo >= gm->lo && m.hi <= gm->hi)) continue;
+    int gi = gate_for(gm->name, name);
+    if (gi < 0) continue;
+    int stub = stub_of(v);
+    if (stub < 0) stub = new_stub(v, g_policy->gates[gi], gi, g_policy->gates[gi].allocate);
+    if (stub < 0) {
+      pc->full = true;
+      continue;
+    }
     write_slot(m, slot, reinterpret_cast<uintptr_t>(mpk_gate_stubs) + static_cast<uintptr_t>(stub) * kStubBytes);
     ++pc->slots;
   }
 }
 
-// Pass 2: every module's slots that bind to a gated function of another module.
+// Every module's slots that bind to a gated function of another module.
 int patch_module(dl_phdr_info *info, size_t, void *arg) {
   Module m;
   if (!read_module(info, &m) || m.base == reinterpret_cast<uintptr_t>(&__ehdr_start)) return 0;
@@ -252,11 +237,14 @@ int patch_module(dl_phdr_info *info, size_t, void *arg) {
 }
 
 int install_locked() {
+  g_nmods = 0;
+  dl_iterate_phdr(find_gate_modules, nullptr);
+  if (!g_nmods) return 0;
   sys::mprotect(&g_table, sizeof g_table, PROT_READ | PROT_WRITE);
-  dl_iterate_phdr(collect_targets, nullptr);
   PatchCount pc;
   dl_iterate_phdr(patch_module, &pc);
   sys::mprotect(&g_table, sizeof g_table, PROT_READ);
+  if (pc.full) MPK_LOG(kError, "gates: more than %d gated functions; calls to the rest are NOT gated", kMaxGateStubs);
   return pc.slots;
 }
 
@@ -289,10 +277,32 @@ void gates_install(const cfg::Policy &policy) {
   for (int gi = 0; gi < policy.gate_count; ++gi) {
     bool any = false;
     for (int i = 0; i < count && !any; ++i) any = g_table.gate_of[i] == gi;
+    // A program that does not (yet) load the module: nothing to say above the info level.
     if (!any)
-      MPK_LOG(kWarn, "gate on line %u (module %s): no loaded module defines any of its functions yet",
+      MPK_LOG(kInfo, "gate on line %u (module %s): no call into its functions from another module yet",
               policy.gates[gi].line, policy.gates[gi].module);
   }
+}
+
+void *gates_wrap_callback(void *fn) {
+  if (!g_policy || !fn) return fn;
+  auto a = reinterpret_cast<uintptr_t>(fn);
+  pthread_mutex_lock(&g_install_lock);
+  void *out = fn;
+  if (const GateModule *gm = gate_module_of(a)) {
+    int gi = -1;
+    for (int i = 0; i < g_policy->gate_count && gi < 0; ++i)
+      if (cfg::glob_match(g_policy->gates[i].module, gm->name, false)) gi = i;
+    int stub = stub_of(a);
+    if (stub < 0 && gi >= 0) {
+      sys::mprotect(&g_table, sizeof g_table, PROT_READ | PROT_WRITE);
+      stub = new_stub(a, g_policy->gates[gi], gi, /*allocate=*/false);
+      sys::mprotect(&g_table, sizeof g_table, PROT_READ);
+    }
+    if (stub >= 0) out = mpk_gate_stubs + static_cast<size_t>(stub) * kStubBytes;
+  }
+  pthread_mutex_unlock(&g_install_lock);
+  return out;
 }
 
 void gates_refresh() {

@@ -23,7 +23,7 @@
 
 namespace mpk::shim {
 
-inline constexpr int kMaxGateStubs = 1024;  // gated functions (gate_stubs.S has as many stubs)
+inline constexpr int kMaxGateStubs = 4096;  // gated functions (gate_stubs.S has as many stubs)
 inline constexpr int kMaxGateDepth = 256;   // nested gated calls per thread
 
 // Patches every loaded module for the policy's gates (start-up, after the policy's arena copy;
@@ -31,8 +31,15 @@ inline constexpr int kMaxGateDepth = 256;   // nested gated calls per thread
 void gates_install(const cfg::Policy &policy);
 void gates_refresh();
 
-// The policy regions whose gates the calling thread is inside (bit i: region i), for heap regions
-// that take allocations made inside their gates. Async-signal-safe.
+// A function a gated module registers to be called later by someone else (an atexit handler, a
+// thread-specific data destructor) runs inside its module's gate, as its exported functions do:
+// the stub that calls fn that way (allocations inside it are not the region's), or fn itself when
+// no gate names its module.
+void *gates_wrap_callback(void *fn);
+
+// The policy regions whose allocating gates (allocate = true, the default) the calling thread is
+// inside (bit i: region i), for heap regions that take allocations made inside their gates.
+// Async-signal-safe.
 uint64_t gate_regions();
 
 // While one lives, the calling thread's allocations are not its gates' (gate_regions() is 0): a

@@ -8,6 +8,7 @@ namespace mpk::shim {
 struct GateTarget {
   void *target = nullptr;  // the real function
   int16_t region = -1;     // the policy region its gate opens
+  bool allocate = true;    // allocations inside it are the region's (a heap region's)
 };
 
 // Stub `index`'s target (the table is read-only outside gates_install()).

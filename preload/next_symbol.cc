@@ -103,6 +103,12 @@ void *lookup(const link_map *m, const char *name) {
 
 }  // namespace
 
+void *global_symbol(const char *name) {
+  for (const link_map *m = _r_debug.r_map; m; m = m->l_next)
+    if (void *p = lookup(m, name)) return p;
+  return nullptr;
+}
+
 void *next_symbol(const char *name) {
   const auto self = reinterpret_cast<ElfW(Addr)>(&__ehdr_start);
   bool after = false;

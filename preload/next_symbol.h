@@ -14,5 +14,8 @@ namespace mpk::shim {
 // The first default-version definition of `name` in the objects loaded after the shim, in load
 // order (the order the dynamic linker searches the initial objects); nullptr if there is none.
 void *next_symbol(const char *name);
+// The first such definition in all loaded objects, in load order: what the dynamic linker binds
+// an ordinary reference to.
+void *global_symbol(const char *name);
 
 }  // namespace mpk::shim

@@ -388,7 +388,7 @@ TEST(Errors, Gates) {
             "p.toml:6:10: 'module' in [[region.gate]] #1 of [[region]] 'r' is matched against the module's file "
             "name: leave out the directory, found \"/lib/libcrypto.so.3\"");
   EXPECT_EQ(error_of(base + "[[region.gate]]\nmodule = \"x\"\nsymbols = [\"a\"]\nwhen = 1\n"),
-            "p.toml:8:1: unknown key 'when' in [[region.gate]] #1 of [[region]] 'r' (expected one of: module, symbols)");
+            "p.toml:8:1: unknown key 'when' in [[region.gate]] #1 of [[region]] 'r' (expected one of: module, symbols, allocate)");
   EXPECT_EQ(error_of(std::string(kRegionHead) + "action = \"emulate\"\nmin_size = 1\n[[region.gate]]\nmodule = \"x\"\n"
                      "symbols = [\"a\"]\n"),
             "p.toml:5:10: 'gate' in [[region]] 'r' applies to isolate regions only (this region has action = "

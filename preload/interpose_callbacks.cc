@@ -1,0 +1,42 @@
+// interpose_callbacks.cc - callbacks that gated code registers run inside its gate (gates.h).
+//
+// A library whose functions are gated keeps its secrets in the region; its atexit handler and its
+// thread-specific data destructors read them too, but they are called by libc, not through the
+// library's exported functions, so no gate would open for them. They are registered through a
+// gate stub instead. Without gates (or for anyone else's callbacks) the arguments pass unchanged.
+#include <pthread.h>
+
+#include "gates.h"
+#include "next_symbol.h"
+#include "shim.h"
+
+namespace {
+
+template <typename F>
+F next_of(const char *name, F *slot) {
+  F f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+  if (!f) {
+    f = reinterpret_cast<F>(mpk::shim::next_symbol(name));
+    __atomic_store_n(slot, f, __ATOMIC_RELEASE);
+  }
+  return f;
+}
+
+using CxaAtexit = int (*)(void (*)(void *), void *, void *);
+using KeyCreate = int (*)(pthread_key_t *, void (*)(void *));
+constinit CxaAtexit g_cxa_atexit = nullptr;
+constinit KeyCreate g_key_create = nullptr;
+
+}  // namespace
+
+extern "C" int __cxa_atexit(void (*fn)(void *), void *arg, void *dso);
+MPK_EXPORT int __cxa_atexit(void (*fn)(void *), void *arg, void *dso) {
+  auto wrapped = reinterpret_cast<void (*)(void *)>(mpk::shim::gates_wrap_callback(reinterpret_cast<void *>(fn)));
+  return next_of("__cxa_atexit", &g_cxa_atexit)(wrapped, arg, dso);
+}
+
+MPK_EXPORT int pthread_key_create(pthread_key_t *key, void (*destructor)(void *)) {
+  auto wrapped =
+      reinterpret_cast<void (*)(void *)>(mpk::shim::gates_wrap_callback(reinterpret_cast<void *>(destructor)));
+  return next_of("pthread_key_create", &g_key_create)(key, wrapped);
+}
