@@ -39,8 +39,9 @@ def host_has_pku():
         return re.search(r"^flags\s*:.*\bpku\b", f.read(), re.M) is not None
 
 
-def run(checks, files, workdir, timeout=400, echo=True):
-    """checks: [(label, shell snippet, [files to bring back])]. Returns
+def run(checks, files, workdir, timeout=400, echo=True, copies=()):
+    """checks: [(label, shell snippet, [files to bring back])]; copies: folders or files the
+    guest also needs as they are (qemu-run --copy). Returns
     {label: {"status": int, "output": str, "files": {path: text}}}."""
     native = host_has_pku()
     nonce = secrets.token_hex(6)
@@ -67,7 +68,8 @@ def run(checks, files, workdir, timeout=400, echo=True):
             sys.stdout.write(log)
     else:
         wanted = list(dict.fromkeys([*files, *UNWIND, script]))
-        cmd = [QEMU_RUN, "--timeout", str(timeout), *wanted, "--", "sh", script]
+        cmd = [QEMU_RUN, "--timeout", str(timeout), *wanted, *[a for c in copies for a in ("--copy", c)],
+               "--", "sh", script]
         status, log = console_of(cmd, echo)
     results = {}
     for label, _, fetch in checks:
