@@ -12,7 +12,6 @@
 #include "gate_rights.h"
 #include "gates.h"
 #include "gates_table.h"
-#include "legacy.h"
 #include "raw_log.h"
 #include "sys.h"
 
@@ -89,7 +88,7 @@ extern "C" __attribute__((visibility("hidden"))) GateEnter mpk_gate_enter(unsign
   f.caller_sp = caller_sp;
   f.region = t.region;
   f.allocate = t.allocate;
-  f.keys = mpk::legacy_region_keys(t.region);
+  f.keys = gate_region_keys(t.region);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   t_depth = d + 1;
   std::atomic_signal_fence(std::memory_order_seq_cst);

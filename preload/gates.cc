@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "gates_table.h"
+#include "legacy.h"
 #include "next_symbol.h"
 #include "raw_log.h"
 #include "sys.h"
@@ -18,16 +19,14 @@ extern "C" const ElfW(Ehdr) __ehdr_start;
 
 namespace mpk::shim {
 
+constinit GateTable g_gate_table;
+
 namespace {
+
+GateTable &g_table = g_gate_table;
 
 constexpr size_t kStubBytes = 16;  // gate_stubs.S: .p2align 4 per stub
 
-struct alignas(4096) Table {
-  int count = 0;
-  GateTarget targets[kMaxGateStubs];
-  uint16_t gate_of[kMaxGateStubs] = {};  // which policy gate made it (for the start-up report)
-};
-constinit Table g_table;
 constinit const cfg::Policy *g_policy = nullptr;
 constinit pthread_mutex_t g_install_lock = PTHREAD_MUTEX_INITIALIZER;
 char g_exe_name[256];
@@ -241,6 +240,7 @@ int install_locked() {
   dl_iterate_phdr(find_gate_modules, nullptr);
   if (!g_nmods) return 0;
   sys::mprotect(&g_table, sizeof g_table, PROT_READ | PROT_WRITE);
+  g_table.region_keys = legacy_region_key_table();
   PatchCount pc;
   dl_iterate_phdr(patch_module, &pc);
   sys::mprotect(&g_table, sizeof g_table, PROT_READ);
@@ -261,8 +261,6 @@ void read_exe_name() {
 }
 
 }  // namespace
-
-const GateTarget &gate_target(unsigned index) { return g_table.targets[index]; }
 
 void gates_install(const cfg::Policy &policy) {
   if (!policy.gate_count) return;

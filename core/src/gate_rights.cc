@@ -13,25 +13,10 @@ constinit thread_local uint32_t t_gate_keys __attribute__((tls_model("initial-ex
 namespace {
 
 constinit thread_local uint16_t t_gate_depth[kHwKeys] __attribute__((tls_model("initial-exec"))) = {};
-
-// Writes the PKRU with `keys` set as the state gives the thread (want_of reads t_gate_keys).
-// Ordering: t_gate_keys is set before the register is read, so a sync handler that runs in
-// between keeps the keys as this write will; if one ran (acks moved), settle() recomputes every
-// key, since the write below may have put back an older value of another key.
-void apply(uint32_t keys) {
-  EngineState *st = state();
-  ThreadRecord *rec = st ? self_rec(*st) : nullptr;
-  const uint64_t acks = rec ? rec->acks.load(std::memory_order_relaxed) : 0;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  uint32_t v = rdpkru();
-  for (uint32_t m = keys; m; m &= m - 1) {
-    int k = __builtin_ctz(m);
-    v = pkru_with(v, k, st ? want_of(*st, rec, k) : ((t_gate_keys >> k & 1u) ? Rights::kReadWrite : Rights::kNone));
-  }
-  wrpkru(v);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (rec && rec->acks.load(std::memory_order_relaxed) != acks) settle(*st, rec);
-}
+// Ordering, both ways: t_gate_keys is updated before the register is read, so a sync handler of
+// this thread that runs in between computes the keys as the write below will; if one ran (its
+// acks moved), the write may have put back an older value of another key, and settle() computes
+// every key again.
 
 }  // namespace
 
@@ -43,7 +28,15 @@ uint32_t gate_open(uint32_t keys) {
   }
   if (!opened) return 0;
   t_gate_keys |= opened;
-  apply(opened);
+  ThreadRecord *rec = t_self;  // only its acks are read here; settle() checks the record
+  const uint64_t acks = rec ? rec->acks.load(std::memory_order_relaxed) : 0;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  uint32_t v = rdpkru();
+  for (uint32_t m = opened; m; m &= m - 1) v = pkru_with(v, __builtin_ctz(m), Rights::kReadWrite);
+  wrpkru(v);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (rec && rec->acks.load(std::memory_order_relaxed) != acks) [[unlikely]]
+    if (EngineState *st = state()) settle(*st, self_rec(*st));
   return opened;
 }
 
@@ -55,7 +48,18 @@ void gate_close(uint32_t keys) {
   }
   if (!closed) return;
   t_gate_keys &= ~closed;
-  apply(closed);
+  EngineState *st = state();
+  ThreadRecord *rec = st ? self_rec(*st) : nullptr;
+  const uint64_t acks = rec ? rec->acks.load(std::memory_order_relaxed) : 0;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  uint32_t v = rdpkru();
+  for (uint32_t m = closed; m; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    v = pkru_with(v, k, st ? want_of(*st, rec, k) : Rights::kNone);
+  }
+  wrpkru(v);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (rec && rec->acks.load(std::memory_order_relaxed) != acks) [[unlikely]] settle(*st, rec);
 }
 
 uint32_t gate_keys() { return t_gate_keys; }

@@ -452,10 +452,9 @@ PageGroup *adopt_isolated(EngineState &st, LegacyState &ls, Section &s, uintptr_
 
 }  // namespace
 
-uint32_t legacy_region_keys(int region) {
+const std::atomic<uint32_t> *legacy_region_key_table() {
   LegacyState *ls = legacy_state();
-  if (!ls || region < 0 || region >= kMaxPolicyRegions) return 0;
-  return ls->region_keys[region].load(std::memory_order_acquire);
+  return ls ? ls->region_keys : nullptr;
 }
 
 PageGroup *legacy_heap_pages(EngineState &st, Section &s, PageGroup *g, int region, void *p, size_t len) {

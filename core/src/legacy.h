@@ -14,6 +14,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -67,9 +68,9 @@ int legacy_pkey_mprotect(void *addr, size_t len, int prot, int pkey);
 // nullptr (no key, or no memory for metadata). Caller: inside Section s, holding the lock.
 PageGroup *legacy_heap_pages(EngineState &st, Section &s, PageGroup *g, int region, void *p, size_t len);
 
-// The hardware keys of policy region `region`'s isolated groups (0 if none): what a call gate of
-// the region opens. Lock-free, async-signal-safe.
-uint32_t legacy_region_keys(int region);
+// The hardware keys of each policy region's isolated groups (kMaxPolicyRegions entries, in the
+// arena; nullptr before legacy_init): what a call gate of a region opens. Read them lock-free.
+const std::atomic<uint32_t> *legacy_region_key_table();
 
 // The program allocated a protection key of its own (pkey_alloc succeeded).
 void legacy_note_program_key();

@@ -32,12 +32,13 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "integration", "memcached"))
+sys.path.insert(0, HERE)
 import guest_batch  # noqa: E402
+import tls_keys  # noqa: E402
+from tls_keys import OPENSSL  # noqa: E402
 
 POLICY = os.path.join(REPO, "config", "examples", "openssl-keys.toml")
-OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 NGINX = shutil.which("nginx", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", "")) or "/usr/sbin/nginx"
-RSA_NUMBERS = ["privateExponent", "prime1", "prime2", "exponent1", "exponent2", "coefficient"]
 # Three handshakes: TLS 1.2 with the RSA key, TLS 1.2 with the EC key, TLS 1.3 (either).
 CLIENTS = [("rsa12", "-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256"),
            ("ec12", "-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256"),
@@ -60,44 +61,11 @@ def tools():
                                      ("intruder", "MPK_INTRUDER"), ("check", "MPK_POLICY_CHECK"))}
 
 
-def key_numbers(keyfile):
-    """The private numbers `openssl pkey -text` prints for a key file, as integers."""
-    text = subprocess.run([OPENSSL, "pkey", "-in", keyfile, "-text", "-noout"], capture_output=True, text=True,
-                          check=True).stdout
-    out, cur = {}, None
-    for line in text.splitlines():
-        m = re.match(r"^([A-Za-z0-9]+):\s*$", line)
-        if m:
-            cur = m.group(1)
-            out[cur] = ""
-        elif cur and re.match(r"^\s+[0-9a-f:]+$", line):
-            out[cur] += line.strip().replace(":", "")
-        else:
-            cur = None
-    return {k: int(v, 16) for k, v in out.items() if v}
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     """An RSA and an EC (P-256) key with self-signed certificates, and the needles to look for."""
     d = tmp_path_factory.mktemp("keys")
-    for kind, opts in (("rsa", ["-newkey", "rsa:2048"]),
-                       ("ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])):
-        subprocess.run([OPENSSL, "req", "-x509", *opts, "-nodes", "-keyout", str(d / f"{kind}.key"),
-                        "-out", str(d / f"{kind}.crt"), "-days", "30", "-subj", "/CN=localhost"],
-                       check=True, capture_output=True)
-    needles = []
-    for kind, names in (("rsa", RSA_NUMBERS), ("ec", ["priv"])):
-        nums = key_numbers(str(d / f"{kind}.key"))
-        for n in names:
-            v = nums[n]
-            length = (v.bit_length() + 7) // 8
-            needles.append((f"{kind}-{n}-le", v.to_bytes(length, "little")))  # a BIGNUM's limbs
-            needles.append((f"{kind}-{n}-be", v.to_bytes(length, "big")))     # DER, OSSL_PARAM buffers
-        pem = [line for line in (d / f"{kind}.key").read_text().splitlines() if line and not line.startswith("-----")]
-        needles.append((f"{kind}-pem", pem[len(pem) // 2].encode()))
-    (d / "needles.txt").write_text("".join(f"{name} {b.hex()}\n" for name, b in needles))
-    return {"dir": str(d), "needles": [n for n, _ in needles]}
+    return {"dir": str(d), "needles": tls_keys.make_keys(str(d))}
 
 
 def nginx_conf(dirname, port, keydir):
@@ -224,14 +192,6 @@ def check(name, body):
 {body}"""
 
 
-def range_of_keys_region(stat):
-    """Shell: the 'keys' region's first span from mpk-stat, as "LO HI" into $D/range, and its key."""
-    return (f"{stat} $pid > $D/live.json\n"
-            "set -- $(sed -n 's/.*\"name\":\"keys\",\"kind\":\"isolate-heap[^\"]*\",\"ranges\":\\[\\[\"0x\\([0-9a-f]*\\)\","
-            "\\([0-9]*\\)\\].*\"key\":\\([0-9]*\\).*/\\1 \\2 \\3/p' $D/live.json)\n"
-            "printf '%x %x\\n' $((0x$1)) $((0x$1 + $2)) > $D/range; echo \"keys-range $(cat $D/range) key $3\"\n")
-
-
 def clients_sh(port, request=False):
     lines = []
     for name, opts in CLIENTS:
@@ -266,7 +226,7 @@ def real_keys(tools, keys, tmp_path_factory):
 pid=$!
 {wait_listen(14541, "s_server")}
 {clients_sh(14541)}
-{range_of_keys_region(stat)}
+{tls_keys.range_sh(stat)}
 {scan} $pid {k}/needles.txt || fail=1
 kill -TERM $pid; wait $pid
 grep -v '^ACCEPT' $D/server.log
@@ -277,7 +237,7 @@ mkdir -p /var/log/nginx
 pid=$!
 {wait_listen(14543, "nginx")}
 {clients_sh(14543, request=True)}
-{range_of_keys_region(stat)}
+{tls_keys.range_sh(stat)}
 for p in /proc/[0-9]*; do
   if grep -q nginx $p/cmdline 2>/dev/null; then n=${{p#/proc/}}; echo "process $n $(tr '\\0' ' ' < $p/cmdline)"; {scan} $n {k}/needles.txt || fail=1; fi
 done
@@ -288,14 +248,14 @@ exit $fail"""), []),
 INTRUDER_RANGE_FILE=$D/range INTRUDER_DELAY_MS=0 {pre}:{intr} {server.format(port=14544)} > $D/server.log 2>&1 &
 pid=$!
 {wait_listen(14544, "s_server")}
-{range_of_keys_region(stat)}
+{tls_keys.range_sh(stat)}
 wait $pid; echo "server-exit $?"
 cat $D/server.log"""), []),
         ("audit", check("audit", f"""
 MPK_MODE=audit INTRUDER_RANGE_FILE=$D/range INTRUDER_DELAY_MS=0 INTRUDER_ROUNDS=4 {pre}:{intr} {server.format(port=14545)} > $D/server.log 2>&1 &
 pid=$!
 {wait_listen(14545, "s_server")}
-{range_of_keys_region(stat)}
+{tls_keys.range_sh(stat)}
 i=0; while [ $i -lt 300 ] && ! grep -q 'intruder: done' $D/server.log; do sleep 0.1; i=$((i + 1)); done
 {clients_sh(14545)}
 kill -TERM $pid; wait $pid
@@ -331,9 +291,9 @@ def expect_handshakes(output, request=False):
 
 def expect_secrets_only_in_the_region(output, needles, key):
     """Every hit of the scan(s) in `output` is on `key`; every secret number was found."""
-    hits = re.findall(r"^hit (\S+) 0x([0-9a-f]+) key=(-?\d+) (\S+) (.*)$", output, re.M)
-    elsewhere = [h for h in hits if int(h[2]) != key]
-    assert not elsewhere, "secret bytes outside the region:\n" + "\n".join(" ".join(h) for h in elsewhere)
+    hits = tls_keys.scan_hits(output)
+    elsewhere = [h for h in hits if h[2] != key]
+    assert not elsewhere, "secret bytes outside the region:\n" + "\n".join(f"{n} {a:#x} key={k}" for n, a, k in elsewhere)
     found = {h[0] for h in hits}
     numbers = [n for n in needles if n.endswith("-le")]
     assert set(numbers) <= found, f"not found at all (the scan would prove nothing): {set(numbers) - found}"
