@@ -11,6 +11,7 @@
 #include "gates_table.h"
 #include "legacy.h"
 #include "next_symbol.h"
+#include "exe_name.h"
 #include "raw_log.h"
 #include "sys.h"
 
@@ -29,12 +30,7 @@ constexpr size_t kStubBytes = 16;  // gate_stubs.S: .p2align 4 per stub
 
 constinit const cfg::Policy *g_policy = nullptr;
 constinit pthread_mutex_t g_install_lock = PTHREAD_MUTEX_INITIALIZER;
-char g_exe_name[256];
 
-const char *basename_of(const char *path) {
-  const char *slash = std::strrchr(path, '/');
-  return slash ? slash + 1 : path;
-}
 
 // A loaded module's dynamic tables (addresses already relocated by the dynamic linker, except in
 // the vDSO: see next_symbol.cc).
@@ -65,7 +61,7 @@ bool read_module(const dl_phdr_info *info, Module *m) {
   m->base = info->dlpi_addr;
   m->phdr = info->dlpi_phdr;
   m->phnum = info->dlpi_phnum;
-  m->name = info->dlpi_name && info->dlpi_name[0] ? basename_of(info->dlpi_name) : g_exe_name;
+  m->name = info->dlpi_name && info->dlpi_name[0] ? basename_of(info->dlpi_name) : exe_name();
   const ElfW(Dyn) *dyn = nullptr;
   for (int i = 0; i < m->phnum; ++i) {
     const ElfW(Phdr) &ph = m->phdr[i];
@@ -248,23 +244,11 @@ int install_locked() {
   return pc.slots;
 }
 
-void read_exe_name() {
-  char buf[4096];
-  long n = sys::raw(SYS_readlinkat, AT_FDCWD, (long)"/proc/self/exe", (long)buf, sizeof buf - 1);
-  if (n <= 0) return;
-  buf[n] = '\0';
-  const char *b = basename_of(buf);
-  size_t len = std::strlen(b);
-  if (len >= sizeof g_exe_name) len = sizeof g_exe_name - 1;
-  std::memcpy(g_exe_name, b, len);
-  g_exe_name[len] = '\0';
-}
 
 }  // namespace
 
 void gates_install(const cfg::Policy &policy) {
   if (!policy.gate_count) return;
-  read_exe_name();
   pthread_mutex_lock(&g_install_lock);
   g_policy = &policy;
   int slots = install_locked();

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "gates.h"
+#include "exe_name.h"
 #include "raw_log.h"
 #include "sys.h"
 
@@ -19,7 +20,13 @@ namespace {
 // Two tables: one current (read-only), one rebuilt when modules come and go. The rebuild happens
 // at start-up and after dlopen, never on an allocation path.
 constinit HeapRules g_tables[2];
-constinit std::atomic<const HeapRules *> g_current{&g_tables[0]};
+}  // namespace
+
+constinit std::atomic<const HeapRules *> g_heap_rules{&g_tables[0]};
+
+namespace {
+
+std::atomic<const HeapRules *> &g_current = g_heap_rules;
 constinit const cfg::Policy *g_source = nullptr;
 constinit bool g_any_module = false;
 constinit uintptr_t g_shim_base = 0;
@@ -28,24 +35,8 @@ constinit pthread_mutex_t g_rebuild_lock = PTHREAD_MUTEX_INITIALIZER;
 // Set while this thread unwinds for a caller criterion: libunwind's own allocations go to glibc.
 thread_local bool t_matching __attribute__((tls_model("initial-exec"))) = false;
 
-char g_exe_name[256];
 
-const char *basename_of(const char *path) {
-  const char *slash = std::strrchr(path, '/');
-  return slash ? slash + 1 : path;
-}
 
-void read_exe_name() {
-  char buf[4096];
-  long n = sys::raw(SYS_readlinkat, AT_FDCWD, (long)"/proc/self/exe", (long)buf, sizeof buf - 1);
-  if (n <= 0) return;
-  buf[n] = '\0';
-  const char *b = basename_of(buf);
-  size_t len = std::strlen(b);
-  if (len >= sizeof g_exe_name) len = sizeof g_exe_name - 1;
-  std::memcpy(g_exe_name, b, len);
-  g_exe_name[len] = '\0';
-}
 
 struct ModuleScan {
   HeapRules *t;
@@ -53,7 +44,7 @@ struct ModuleScan {
 
 int scan_module(struct dl_phdr_info *info, size_t, void *arg) {
   HeapRules &t = *static_cast<ModuleScan *>(arg)->t;
-  const char *name = info->dlpi_name && info->dlpi_name[0] ? basename_of(info->dlpi_name) : g_exe_name;
+  const char *name = info->dlpi_name && info->dlpi_name[0] ? basename_of(info->dlpi_name) : exe_name();
   for (int i = 0; i < t.count; ++i) {
     HeapRule &r = t.rules[i];
     if (!(r.match & cfg::kMatchModule) || !cfg::glob_match(g_source->regions[r.region].module, name, false))
@@ -94,6 +85,14 @@ void rebuild() {
     ModuleScan scan{next};
     dl_iterate_phdr(scan_module, &scan);
   }
+  for (int i = 0; i < next->count; ++i) {
+    const HeapRule &h = next->rules[i];
+    next->gated |= h.gated;
+    // A rule with criteria that can hold: not a module rule whose modules are absent.
+    if (!h.match || ((h.match & cfg::kMatchModule) && !h.nranges)) continue;
+    if (h.min_size < next->size_lo) next->size_lo = h.min_size;
+    if (h.max_size > next->size_hi) next->size_hi = h.max_size;
+  }
   sys::mprotect(next, sizeof *next, PROT_READ);
   // Ordering: the table is complete (and read-only) before allocators can see it.
   g_current.store(next, std::memory_order_release);
@@ -101,14 +100,11 @@ void rebuild() {
 
 }  // namespace
 
-const HeapRules &heap_rules() { return *g_current.load(std::memory_order_acquire); }
-
 void heap_rules_build(const cfg::Policy &policy) {
   g_source = &policy;
   for (int i = 0; i < policy.region_count; ++i)
     if (policy.regions[i].heap && (policy.regions[i].match & cfg::kMatchModule)) g_any_module = true;
   g_shim_base = cfg::module_base_of(reinterpret_cast<const void *>(&heap_rule_match));
-  if (g_any_module) read_exe_name();
   rebuild();
   // The other table, too, is read-only from now on (until a rebuild opens it).
   const HeapRules *cur = g_current.load(std::memory_order_relaxed);

@@ -11,6 +11,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <atomic>
+
+#include "gates.h"
 #include "policy.h"
 
 namespace mpk::shim {
@@ -29,12 +32,22 @@ struct HeapRule {
 
 struct alignas(4096) HeapRules {
   int count = 0;
+  // A filter the allocator tests inline: the sizes any rule that can match at all takes (a module
+  // rule whose modules are not loaded cannot), and whether a rule takes its gates' allocations.
+  uint64_t size_lo = UINT64_MAX, size_hi = 0;  // [lo, hi]; empty while lo > hi
+  bool gated = false;
   HeapRule rules[cfg::kMaxHeapRegions];
 };
 
-// The current table (never null; count 0 until heap_rules_build() found heap regions and the
-// region heaps' reservation was made).
-const HeapRules &heap_rules();
+// The current table (count 0 until heap_rules_build() found heap regions and the region heaps'
+// reservation was made).
+extern std::atomic<const HeapRules *> g_heap_rules;
+inline const HeapRules &heap_rules() { return *g_heap_rules.load(std::memory_order_acquire); }
+
+// Can an allocation of `size` match a rule of t? (Cheap and inline; heap_rule_match decides.)
+inline bool heap_rules_may_match(const HeapRules &t, size_t size) {
+  return (size >= t.size_lo && size <= t.size_hi) || (t.gated && gate_regions());
+}
 // Builds the table from the policy (start-up, after the policy has its arena copy).
 void heap_rules_build(const cfg::Policy &policy);
 // After a dlopen: module ranges again (no-op without module criteria).

@@ -98,10 +98,15 @@ using mpk::shim::HeapRules;
 constexpr size_t kMinAlign = 16;
 constexpr size_t kMaxRegionAlign = size_t{64} << 10;
 
+// Could a heap region take an allocation of `size`? The inline test every allocation pays: no
+// heap region, or a size no rule takes (outside any gate), and the call goes on at once.
+bool active(const HeapRules &t, size_t size) {
+  return __builtin_expect(t.count != 0, 0) && mpk::shim::heap_rules_may_match(t, size);
+}
 bool active(const HeapRules &t) { return __builtin_expect(t.count != 0, 0); }
 
 // A block from the heap region the allocation matches, or nullptr: glibc serves it.
-__attribute__((noinline)) void *region_alloc(const HeapRules &t, size_t size, size_t align, const void *ret) {
+__attribute__((noinline, cold)) void *region_alloc(const HeapRules &t, size_t size, size_t align, const void *ret) {
   if (align > kMaxRegionAlign) return nullptr;
   int region = mpk::shim::heap_rule_match(t, size, ret);
   if (region < 0) return nullptr;
@@ -116,28 +121,36 @@ bool pow2(size_t x) { return x && !(x & (x - 1)); }
 
 }  // namespace
 
-MPK_EXPORT void *malloc(size_t size) {
-  const HeapRules &t = heap_rules();
-  if (active(t))
-    if (void *p = region_alloc(t, size, kMinAlign, __builtin_return_address(0))) return p;
+namespace {
+
+__attribute__((noinline, cold)) void *malloc_matched(const HeapRules &t, size_t size, const void *ret) {
+  if (void *p = region_alloc(t, size, kMinAlign, ret)) return p;
   return next().malloc(size);
 }
 
-MPK_EXPORT void free(void *p) {
-  if (__builtin_expect(!mpk::region_heap_owns(p), 1)) return next().free(p);
+__attribute__((noinline, cold)) void free_region_block(void *p) {
   int saved = errno;  // free() leaves errno alone (POSIX 2024)
   mpk::region_heap_free(p);
   errno = saved;
 }
 
+}  // namespace
+
+MPK_EXPORT void *malloc(size_t size) {
+  const HeapRules &t = heap_rules();
+  if (active(t, size)) return malloc_matched(t, size, __builtin_return_address(0));
+  return next().malloc(size);
+}
+
+MPK_EXPORT void free(void *p) {
+  if (__builtin_expect(!mpk::region_heap_owns(p), 1)) return next().free(p);
+  free_region_block(p);
+}
+
 MPK_EXPORT void *calloc(size_t n, size_t size) {
   const HeapRules &t = heap_rules();
-  if (active(t)) {
-    size_t bytes;
-    if (__builtin_mul_overflow(n, size, &bytes)) {
-      errno = ENOMEM;
-      return nullptr;
-    }
+  size_t bytes;
+  if (active(t) && !__builtin_mul_overflow(n, size, &bytes) && active(t, bytes)) {
     // A freed block is reused as it was left: zero it.
     if (void *p = region_alloc(t, bytes, kMinAlign, __builtin_return_address(0))) return std::memset(p, 0, bytes);
   }
@@ -179,7 +192,7 @@ MPK_EXPORT void *realloc(void *p, size_t size) {
   if (__builtin_expect(!mpk::region_heap_owns(p), 1)) {
     if (p) return next().realloc(p, size);
     const HeapRules &t = heap_rules();  // realloc(NULL, n): matched as its caller's malloc
-    if (active(t))
+    if (active(t, size))
       if (void *q = region_alloc(t, size, kMinAlign, __builtin_return_address(0))) return q;
     return next().malloc(size);
   }
@@ -198,7 +211,7 @@ MPK_EXPORT void *reallocarray(void *p, size_t n, size_t size) {
   }
   if (!p && !overflow) {
     const HeapRules &t = heap_rules();
-    if (active(t))
+    if (active(t, bytes))
       if (void *q = region_alloc(t, bytes, kMinAlign, __builtin_return_address(0))) return q;
   }
   return next().reallocarray(p, n, size);
@@ -206,7 +219,7 @@ MPK_EXPORT void *reallocarray(void *p, size_t n, size_t size) {
 
 MPK_EXPORT void *memalign(size_t align, size_t size) {
   const HeapRules &t = heap_rules();
-  if (active(t) && pow2(align))
+  if (active(t, size) && pow2(align))
     if (void *p = region_alloc(t, size, align < kMinAlign ? kMinAlign : align, __builtin_return_address(0)))
       return p;
   return next().memalign(align, size);
@@ -214,7 +227,7 @@ MPK_EXPORT void *memalign(size_t align, size_t size) {
 
 MPK_EXPORT void *aligned_alloc(size_t align, size_t size) {
   const HeapRules &t = heap_rules();
-  if (active(t) && pow2(align))
+  if (active(t, size) && pow2(align))
     if (void *p = region_alloc(t, size, align < kMinAlign ? kMinAlign : align, __builtin_return_address(0)))
       return p;
   return next().aligned_alloc(align, size);
@@ -222,7 +235,7 @@ MPK_EXPORT void *aligned_alloc(size_t align, size_t size) {
 
 MPK_EXPORT int posix_memalign(void **out, size_t align, size_t size) {
   const HeapRules &t = heap_rules();
-  if (active(t) && pow2(align) && align % sizeof(void *) == 0)
+  if (active(t, size) && pow2(align) && align % sizeof(void *) == 0)
     if (void *p = region_alloc(t, size, align < kMinAlign ? kMinAlign : align, __builtin_return_address(0))) {
       *out = p;
       return 0;
@@ -232,14 +245,14 @@ MPK_EXPORT int posix_memalign(void **out, size_t align, size_t size) {
 
 MPK_EXPORT void *valloc(size_t size) {
   const HeapRules &t = heap_rules();
-  if (active(t))
+  if (active(t, size))
     if (void *p = region_alloc(t, size, 4096, __builtin_return_address(0))) return p;
   return next().valloc(size);
 }
 
 MPK_EXPORT void *pvalloc(size_t size) {
   const HeapRules &t = heap_rules();
-  if (active(t) && size <= SIZE_MAX - 4095)
+  if (active(t, size) && size <= SIZE_MAX - 4095)
     if (void *p = region_alloc(t, (size + 4095) & ~size_t{4095}, 4096, __builtin_return_address(0))) return p;
   return next().pvalloc(size);
 }

@@ -51,12 +51,12 @@ constinit std::atomic<bool> g_installed{false};
 
 }  // namespace
 
-thread_local uint64_t t_handlers_run __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local uint64_t t_handlers_run __attribute__((tls_model("initial-exec"))) = 0;
 
 namespace {
 
 // Does the program (not the kernel) block SIGSEGV in this thread right now?
-thread_local bool t_segv_blocked __attribute__((tls_model("initial-exec"))) = false;
+constinit thread_local bool t_segv_blocked __attribute__((tls_model("initial-exec"))) = false;
 
 struct SigLock {
   SigLock() {

@@ -45,7 +45,7 @@ bool segv_view();
 void altstack_enable();
 // How many program handlers this thread has run (a waiting call interrupted by the sync signal
 // alone is resumed: interpose_sigwait.cc).
-extern thread_local uint64_t t_handlers_run __attribute__((tls_model("initial-exec")));
+extern constinit thread_local uint64_t t_handlers_run __attribute__((tls_model("initial-exec")));
 void set_segv_view(bool blocked);
 
 }  // namespace mpk::shim

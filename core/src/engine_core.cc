@@ -18,7 +18,7 @@
 namespace mpk {
 
 constinit pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec"))) = nullptr;
+constinit thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec"))) = nullptr;
 
 void self_rec_corrupt(const void *p) {
   raw_log(LogLevel::kError, "this thread's record pointer (%p) was overwritten: stopping", p);

@@ -100,12 +100,12 @@ inline constexpr std::atomic<int> &g_sync_signal = g_roots.sync_signal;
 // The calling thread's record (initial-exec TLS: safe in signal handlers). Read it through
 // self_rec(): thread-local memory cannot be sealed with the roots (roots.h), so the pointer is
 // checked to be one of the registry's records before the engine trusts it.
-extern thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec")));
+extern constinit thread_local ThreadRecord *t_self __attribute__((tls_model("initial-exec")));
 [[noreturn]] void self_rec_corrupt(const void *p);
 
 // How many program signal handlers this thread is running (the shim's trampolines count them).
 // Inside one, the PKRU written now lasts only until the handler returns.
-extern thread_local int t_handler_depth __attribute__((tls_model("initial-exec")));
+extern constinit thread_local int t_handler_depth __attribute__((tls_model("initial-exec")));
 
 inline ThreadRecord *self_rec(const EngineState &st) {
   ThreadRecord *r = t_self;
@@ -115,7 +115,7 @@ inline ThreadRecord *self_rec(const EngineState &st) {
 
 // Keys the calling thread holds read/write because it is inside a call gate (gate_rights.h):
 // thread-local, written only by the thread itself, read by its own sync handler.
-extern thread_local uint32_t t_gate_keys __attribute__((tls_model("initial-exec")));
+extern constinit thread_local uint32_t t_gate_keys __attribute__((tls_model("initial-exec")));
 
 // The right the state gives rec on key k: read/write while rec (the calling thread) is inside a
 // call gate that opens k, else its domain, else its isolation right, else the key's process-wide

@@ -11,7 +11,7 @@
 
 namespace mpk {
 
-thread_local uint32_t t_sim_pkru __attribute__((tls_model("initial-exec"))) = kDefaultPkru;
+constinit thread_local uint32_t t_sim_pkru __attribute__((tls_model("initial-exec"))) = kDefaultPkru;
 
 namespace {
 
@@ -24,8 +24,8 @@ constexpr std::atomic<uint32_t> &g_prog_keys = g_roots.program_keys;
 
 // Saved PKRU of the engine's handlers running in this thread, innermost last.
 constexpr int kMaxFrames = 16;
-thread_local uint32_t t_frames[kMaxFrames] __attribute__((tls_model("initial-exec")));
-thread_local int t_depth __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local uint32_t t_frames[kMaxFrames] __attribute__((tls_model("initial-exec")));
+constinit thread_local int t_depth __attribute__((tls_model("initial-exec"))) = 0;
 
 }  // namespace
 

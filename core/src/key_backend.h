@@ -34,7 +34,7 @@ inline bool simulated() { return g_backend == Backend::kSimulated; }
 const char *backend_name(Backend b);
 
 // The simulated register (valid in kSimulated only).
-extern thread_local uint32_t t_sim_pkru __attribute__((tls_model("initial-exec")));
+extern constinit thread_local uint32_t t_sim_pkru __attribute__((tls_model("initial-exec")));
 constexpr uint32_t kDefaultPkru = 0x55555554u;  // a new process: key 0 open, 1..15 access-disabled
 
 // Key operations on the engine's own keys. Same contract as sys.h (0 or key / -errno).

@@ -6,14 +6,14 @@
 
 namespace mpk {
 
-thread_local int t_engine_depth __attribute__((tls_model("initial-exec"))) = 0;
-thread_local uint64_t t_deferred_signals __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local int t_engine_depth __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local uint64_t t_deferred_signals __attribute__((tls_model("initial-exec"))) = 0;
 
 namespace {
 // The siginfo of the first deferred signal; others are queued again without theirs (standard
 // signals coalesce anyway; two different real-time signals inside one engine call are rare).
-thread_local int t_info_sig __attribute__((tls_model("initial-exec"))) = 0;
-thread_local siginfo_t t_info __attribute__((tls_model("initial-exec")));
+constinit thread_local int t_info_sig __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local siginfo_t t_info __attribute__((tls_model("initial-exec")));
 }  // namespace
 
 bool defer_signal_inside_engine(int sig, const siginfo_t *si) {

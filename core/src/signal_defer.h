@@ -16,8 +16,8 @@
 
 namespace mpk {
 
-extern thread_local int t_engine_depth __attribute__((tls_model("initial-exec")));
-extern thread_local uint64_t t_deferred_signals __attribute__((tls_model("initial-exec")));
+extern constinit thread_local int t_engine_depth __attribute__((tls_model("initial-exec")));
+extern constinit thread_local uint64_t t_deferred_signals __attribute__((tls_model("initial-exec")));
 
 // Queues the signals recorded while the thread was inside the engine (at the outermost exit).
 void replay_deferred_signals();

@@ -15,8 +15,8 @@ namespace {
 constinit HotSlot g_boot_hot[kHotSlots];
 }  // namespace
 constinit std::atomic<HotSlot *> g_hot_at{g_boot_hot};
-thread_local int t_hot_slot __attribute__((tls_model("initial-exec"))) = -1;
-thread_local HotSlot *t_hot __attribute__((tls_model("initial-exec"))) = nullptr;
+constinit thread_local int t_hot_slot __attribute__((tls_model("initial-exec"))) = -1;
+constinit thread_local HotSlot *t_hot __attribute__((tls_model("initial-exec"))) = nullptr;
 
 int claim_hot_slot() {
   HotSlot *slots = g_hot_at.load(std::memory_order_acquire);

@@ -79,10 +79,10 @@ constexpr int kHotSlots = 1024;
 
 // Where the slots live: a static table, moved with the counters into the shared stats page.
 extern constinit std::atomic<HotSlot *> g_hot_at;
-extern thread_local int t_hot_slot __attribute__((tls_model("initial-exec")));  // -1: none yet
+extern constinit thread_local int t_hot_slot __attribute__((tls_model("initial-exec")));  // -1: none yet
 // The calling thread's own slot (null until claimed, and for the shared slot 0). When the slots
 // move (stats_page.h) only the calling thread exists, and its pointer moves with them.
-extern thread_local HotSlot *t_hot __attribute__((tls_model("initial-exec")));
+extern constinit thread_local HotSlot *t_hot __attribute__((tls_model("initial-exec")));
 int claim_hot_slot();
 // Folds the calling thread's slot into slot 0 and frees it (thread exit).
 void release_hot_slot();

@@ -17,7 +17,7 @@
 
 namespace mpk {
 
-thread_local uint64_t t_syncs_taken __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local uint64_t t_syncs_taken __attribute__((tls_model("initial-exec"))) = 0;
 
 namespace {
 
@@ -275,7 +275,7 @@ void adopt_thread_rights(void *uctx) {
   wrpkru(outside_meta(v));
 }
 
-thread_local int t_handler_depth __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local int t_handler_depth __attribute__((tls_model("initial-exec"))) = 0;
 
 uint32_t with_wanted(const EngineState &st, uint32_t base, const ThreadRecord *rec, uint32_t keys) {
   for (uint32_t m = keys; m; m &= m - 1) {

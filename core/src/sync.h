@@ -31,7 +31,7 @@ int sync_install(EngineState &st);
 // sync_install() applies this to handlers that exist; sync_mask_handler() to a new one.
 void sync_mask_handler(struct sigaction *act);
 // Sync signals this thread has taken (a waiting call that only they interrupted is resumed).
-extern thread_local uint64_t t_syncs_taken __attribute__((tls_model("initial-exec")));
+extern constinit thread_local uint64_t t_syncs_taken __attribute__((tls_model("initial-exec")));
 // The sync signal, or 0 before initialisation.
 int sync_signal_number();
 // Re-registers what a fork child needs.

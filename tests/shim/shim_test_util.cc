@@ -84,6 +84,14 @@ ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::
   return {mpkt::DescribeWaitStatus(mpkt::WaitChild(pid, 120)), text};
 }
 
+size_t ViolationReports(const std::string &output) {
+  size_t n = 0;
+  for (size_t at = output.find("\"event\":\"violation\""); at != std::string::npos;
+       at = output.find("\"event\":\"violation\"", at + 1))
+    ++n;
+  return n;
+}
+
 std::string WriteTempFile(const std::string &name, const std::string &text) {
   std::string path = std::string(getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp") + "/" + name;
   std::ofstream(path) << text;

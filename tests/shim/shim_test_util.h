@@ -62,6 +62,8 @@ struct ChildResult {
   std::string status, output;
 };
 ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::string, std::string>> &env);
+// The violation reports (JSON lines, "event":"violation") in a run's output.
+size_t ViolationReports(const std::string &output);
 // Writes text to a file in $TMPDIR (or /tmp) and returns its path.
 std::string WriteTempFile(const std::string &name, const std::string &text);
 // Runs under LD_PRELOAD=libmpk_shim.so, and not as one of RunSelf's children (marked by `child_var`)?
