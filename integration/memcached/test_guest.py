@@ -198,32 +198,41 @@ def test_cache_in_its_own_key_and_no_violations(guest):
     assert live_cache["key"] == cache["key"] and live_cache["kind"] == "isolate", live
 
 
-def test_intruder_stopped_in_enforce_mode(guest):
-    out = guest["enforce"]["output"]
+def expect_intruder_stopped(out, lo, hi, region):
+    """One report, the intruder's read of region inside [lo, hi), and memcached stopped by it."""
     assert "memcached-exit 139" in out, "memcached was not stopped by SIGSEGV:\n" + out
-    lo, hi = cache_range(out)
     reports = violations(out)
     assert len(reports) == 1, out
     v = reports[0]
-    assert v["thread"] == "intruder" and v["region"] == "cache" and v["mode"] == "enforce", v
+    assert v["thread"] == "intruder" and v["region"] == region and v["mode"] == "enforce", v
     assert lo <= int(v["address"], 16) < hi, (v, hex(lo), hex(hi))
-    assert re.search(r"mpk: violation: thread \d+ 'intruder' read from region 'cache' at 0x[0-9a-f]+", out), out
-    assert "intruder: done" not in out, "the intruder read the cache and went on:\n" + out
+    assert re.search(rf"mpk: violation: thread \d+ 'intruder' read from region '{region}' at 0x[0-9a-f]+", out), out
+    assert "intruder: done" not in out, "the intruder read the region and went on:\n" + out
 
 
-def test_intruder_logged_once_per_site_in_audit_mode(guest):
-    r = guest["audit"]
+def expect_intruder_reported(r, lo, hi, stats_file):
+    """Audit mode: memcached served exact data throughout, each of the intruder's 3 access sites
+    inside [lo, hi) reported once, every access counted."""
     out = r["output"]
     assert r["status"] == 0, "memcached did not keep serving exact data:\n" + out
     assert "intruder: done" in out and "memcached-exit 0" in out, out
-    lo, hi = cache_range(out)
     reports = violations(out)
     assert {v["thread"] for v in reports} == {"intruder"}, reports
     sites = [v["backtrace"][0] for v in reports]
     assert len(sites) == 3 and len(set(sites)) == 3, "each of the 3 sites once:\n" + "\n".join(sites)
     assert all(lo <= int(v["address"], 16) < hi and v["mode"] == "audit" for v in reports), reports
-    stats = json.loads(r["files"]["/tmp/audit/stats.json"])
+    stats = json.loads(r["files"][stats_file])
     assert stats["violations"] == 3 * ROUNDS, stats
+
+
+def test_intruder_stopped_in_enforce_mode(guest):
+    out = guest["enforce"]["output"]
+    expect_intruder_stopped(out, *cache_range(out), "cache")
+
+
+def test_intruder_logged_once_per_site_in_audit_mode(guest):
+    r = guest["audit"]
+    expect_intruder_reported(r, *cache_range(r["output"]), "/tmp/audit/stats.json")
 
 
 def items_range(output):
@@ -261,29 +270,12 @@ def test_default_mode_items_in_their_own_key_and_no_violations(guest):
 
 def test_default_mode_intruder_stopped_in_enforce_mode(guest):
     out = guest["heap-enforce"]["output"]
-    assert "memcached-exit 139" in out, "memcached was not stopped by SIGSEGV:\n" + out
-    lo, hi = items_range(out)
-    reports = violations(out)
-    assert len(reports) == 1, out
-    v = reports[0]
-    assert v["thread"] == "intruder" and v["region"] == "items" and v["mode"] == "enforce", v
-    assert lo <= int(v["address"], 16) < hi, (v, hex(lo), hex(hi))
-    assert "intruder: done" not in out, "the intruder read the hash table and went on:\n" + out
+    expect_intruder_stopped(out, *items_range(out), "items")
 
 
 def test_default_mode_intruder_logged_once_per_site_in_audit_mode(guest):
     r = guest["heap-audit"]
-    out = r["output"]
-    assert r["status"] == 0, "memcached did not keep serving exact data:\n" + out
-    assert "intruder: done" in out and "memcached-exit 0" in out, out
-    lo, hi = items_range(out)
-    reports = violations(out)
-    assert {v["thread"] for v in reports} == {"intruder"}, reports
-    sites = [v["backtrace"][0] for v in reports]
-    assert len(sites) == 3 and len(set(sites)) == 3, "each of the 3 sites once:\n" + "\n".join(sites)
-    assert all(lo <= int(v["address"], 16) < hi and v["mode"] == "audit" for v in reports), reports
-    stats = json.loads(r["files"]["/tmp/heap-audit/stats.json"])
-    assert stats["violations"] == 3 * ROUNDS, stats
+    expect_intruder_reported(r, *items_range(r["output"]), "/tmp/heap-audit/stats.json")
 
 
 def test_learning(guest, tmp_path):

@@ -122,21 +122,26 @@ def test_policy_is_valid(tools):
     assert "region 'cache'" in r.stdout and "isolate" in r.stdout
 
 
+def clients_read_back_exact_data_with_evictions(port):
+    """CLIENTS concurrent clients (client_workload) against memcached on port: every value read
+    back is exact, some are hits, and memcached evicted items."""
+    failures, counts = [], {"hit": 0, "miss": 0, "refused": 0}
+    threads = [threading.Thread(target=client_workload, args=(port, i, failures, counts)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = Client(("127.0.0.1", port)).stats()
+    assert not failures, "\n".join(failures[:20])
+    assert counts["hit"] > 0, counts
+    assert int(stats[b"evictions"]) > 0, "the load did not force evictions: make it bigger"
+
+
 def test_concurrent_clients_exact_data_with_evictions(tools, tmp_path):
     # -m 40 (the least memcached -e -I 2m starts with) and values up to 1 MB: items are evicted.
     with Memcached(tmp_path, shim=tools["mc_shim"], memory_mb=40,
                    env={"MPK_STATS": str(tmp_path / "stats.json")}) as mc:
-        failures, counts = [], {"hit": 0, "miss": 0, "refused": 0}
-        threads = [threading.Thread(target=client_workload, args=(mc.port, i, failures, counts))
-                   for i in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        stats = Client(("127.0.0.1", mc.port)).stats()
-        assert not failures, "\n".join(failures[:20])
-        assert counts["hit"] > 0, counts
-        assert int(stats[b"evictions"]) > 0, "the load did not force evictions: make it bigger"
+        clients_read_back_exact_data_with_evictions(mc.port)
         assert mc.proc.poll() is None, mc.output()
     assert mc.proc.returncode == 0, mc.output()
     shim_stats = json.loads((tmp_path / "stats.json").read_text())
@@ -210,17 +215,7 @@ def heap_memcached(tools, tmp_path, memory_mb=16):
 
 def test_default_mode_items_from_the_region_heap_exact_with_evictions(tools, tmp_path):
     with heap_memcached(tools, tmp_path) as mc:
-        failures, counts = [], {"hit": 0, "miss": 0, "refused": 0}
-        threads = [threading.Thread(target=client_workload, args=(mc.port, i, failures, counts))
-                   for i in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        stats = Client(("127.0.0.1", mc.port)).stats()
-        assert not failures, "\n".join(failures[:20])
-        assert counts["hit"] > 0, counts
-        assert int(stats[b"evictions"]) > 0, "the load did not force evictions: make it bigger"
+        clients_read_back_exact_data_with_evictions(mc.port)
     assert mc.proc.returncode == 0, mc.output()
     s = json.loads((tmp_path / "stats.json").read_text())
     assert s["backend"] == "simulated" and s["active"] is True, s
