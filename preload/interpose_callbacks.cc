@@ -4,6 +4,7 @@
 // thread-specific data destructors read them too, but they are called by libc, not through the
 // library's exported functions, so no gate would open for them. They are registered through a
 // gate stub instead. Without gates (or for anyone else's callbacks) the arguments pass unchanged.
+#ifndef MPK_NO_ALLOCATOR  // a sanitized build: the sanitizer owns these (preload/CMakeLists.txt)
 #include <pthread.h>
 
 #include "gates.h"
@@ -40,3 +41,5 @@ MPK_EXPORT int pthread_key_create(pthread_key_t *key, void (*destructor)(void *)
       reinterpret_cast<void (*)(void *)>(mpk::shim::gates_wrap_callback(reinterpret_cast<void *>(destructor)));
   return next_of("pthread_key_create", &g_key_create)(key, wrapped);
 }
+
+#endif  // MPK_NO_ALLOCATOR

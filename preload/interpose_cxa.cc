@@ -3,6 +3,7 @@
 // A gated function that throws allocates the exception object inside the gate; the unwinder, and
 // the handler that catches it, read it after the gate has closed. The C++ runtime's allocation of
 // exception objects is therefore made outside the gates' heap criterion (gates.h), whoever throws.
+#ifndef MPK_NO_ALLOCATOR  // a sanitized build: the sanitizer owns these (preload/CMakeLists.txt)
 #include <cstddef>
 
 #include "gates.h"
@@ -35,3 +36,5 @@ MPK_EXPORT void *__cxa_allocate_exception(size_t n) noexcept {
 MPK_EXPORT void *__cxa_allocate_dependent_exception() noexcept {
   return call_next("__cxa_allocate_dependent_exception", &g_dependent, 0);
 }
+
+#endif  // MPK_NO_ALLOCATOR

@@ -4,6 +4,7 @@
 // xor with the thread's pointer guard at %fs:0x30, then rotate left by 17); every gate entered
 // below it is left before the real longjmp runs. Without gates the thread's gate stack is empty
 // and this is one comparison.
+#ifndef MPK_NO_ALLOCATOR  // a sanitized build: the sanitizer owns these (preload/CMakeLists.txt)
 #include <setjmp.h>
 
 #include "gates.h"
@@ -43,3 +44,5 @@ MPK_EXPORT void _longjmp(struct __jmp_buf_tag env[1], int val) { jump("_longjmp"
 MPK_EXPORT void siglongjmp(struct __jmp_buf_tag env[1], int val) { jump("siglongjmp", &g_siglongjmp, env, val); }
 extern "C" [[noreturn]] void __longjmp_chk(struct __jmp_buf_tag env[1], int val);
 MPK_EXPORT void __longjmp_chk(struct __jmp_buf_tag env[1], int val) { jump("__longjmp_chk", &g_longjmp_chk, env, val); }
+
+#endif  // MPK_NO_ALLOCATOR

@@ -213,6 +213,11 @@ namespace mpk::shim {
 void policy_gates_start() {
   const cfg::Policy &p = *g_policy;
   if (!p.gate_count) return;
+#ifdef MPK_NO_ALLOCATOR
+  MPK_LOG(kError, "this libmpk_shim.so is built with sanitizers and leaves the allocator, longjmp and exit "
+          "handlers to them: call gates are NOT installed");
+  return;
+#endif
   // A gate opens the keys its region has when the gate is entered: a heap region gets its key
   // (its first span) now, so the first allocation inside a gate is already open to the caller.
   for (int i = 0; i < p.region_count; ++i) {
