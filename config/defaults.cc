@@ -14,6 +14,7 @@ void init_defaults(Policy *out) {
   out->settings = Settings{};
   out->settings.sync_signal = SIGRTMAX - 2;  // glibc computes SIGRTMAX at run time
   out->region_count = 0;
+  out->gate_count = 0;  // the gates, like the regions, are reset by the loader as it fills them
   out->source[0] = 0;
 }
 

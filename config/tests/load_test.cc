@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include <memory>
 #include <signal.h>
 #include <sys/mman.h>
 
@@ -252,6 +254,21 @@ TEST(Load, GatesBelongToTheirRegionAndAHeapRegionMayHaveNoOtherCriterion) {
   ASSERT_EQ(g.symbol_count, 2);
   EXPECT_STREQ(g.symbols[1], "RSA_sign");
   EXPECT_EQ(l.policy->gates[1].region, 1);
+}
+
+TEST(Load, LoadingAgainIntoTheSamePolicyStartsFromNothing) {
+  const std::string text =
+      "[[region]]\nname = \"keys\"\naction = \"isolate\"\nheap = true\n"
+      "[[region.gate]]\nmodule = \"libcrypto.so*\"\nsymbols = [\"*\"]\n";
+  auto p = std::make_unique<Policy>();
+  char err[256];
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(load_policy_text("p.toml", text.data(), text.size(), p.get(), err, sizeof err)) << err;
+    EXPECT_EQ(p->gate_count, 1) << "round " << round;
+    EXPECT_EQ(p->regions[0].gate_count, 1) << "round " << round;
+  }
+  ASSERT_FALSE(load_policy_text("p.toml", "mode = 1\n", 9, p.get(), err, sizeof err));
+  EXPECT_EQ(p->gate_count, 0) << "a failed load leaves the defaults";
 }
 
 }  // namespace

@@ -49,7 +49,7 @@ void check_error(const char *err) {
 }
 
 void check_defaults_after_failure(const Policy &p, const char *err) {
-  if (p.region_count != 0 || p.source[0] || p.settings.key_budget != 13 || p.settings.evict_rate != 100 ||
+  if (p.region_count != 0 || p.gate_count != 0 || p.source[0] || p.settings.key_budget != 13 || p.settings.evict_rate != 100 ||
       p.settings.promote_after != 2 || p.settings.mode != Mode::kEnforce || !p.settings.log_to_stderr ||
       p.settings.sync_signal != SIGRTMAX - 2)
     broken("a failed load left more than on_error behind", err);
@@ -77,7 +77,16 @@ void check_policy(const Policy &p) {
     if (!r.name[0]) broken("region without a name", "");
     for (int j = 0; j < i; ++j)
       if (strcmp(p.regions[j].name, r.name) == 0) broken("duplicate region name", r.name);
-    if (r.match == 0) broken("region without match criteria", r.name);
+    // A heap region with gates may take only what is allocated inside them.
+    if (r.match == 0 && !(r.heap && r.gate_count)) broken("region without match criteria", r.name);
+    if (r.heap && r.action != Action::kIsolate) broken("heap region that is not isolate", r.name);
+    if (r.heap && (r.match & (kMatchPath | kMatchProt | kMatchAddress | kMatchAnonymous | kMatchShared)))
+      broken("heap region with a mapping criterion", r.name);
+    if (!r.heap && (r.match & kMatchModule)) broken("module criterion outside a heap region", r.name);
+    check_glob(r.module, sizeof r.module, "module");
+    if ((r.match & kMatchModule) && (!r.module[0] || strchr(r.module, '/'))) broken("bad module glob", r.name);
+    if (r.gate_count < 0 || r.gate_count > kMaxGates) broken("gate_count out of range", r.name);
+    if (r.gate_count && r.action != Action::kIsolate) broken("gates outside isolate", r.name);
     check_glob(r.path, sizeof r.path, "path");
     if ((r.match & kMatchPath) && !r.path[0]) broken("path criterion without a path", r.name);
     if ((r.match & kMatchMinSize) && (r.match & kMatchMaxSize) && r.min_size > r.max_size)
@@ -98,6 +107,24 @@ void check_policy(const Policy &p) {
       if (rule.right < kRightNone || rule.right > kRightReadWrite) broken("right out of range", r.name);
     }
   }
+  if (p.gate_count < 0 || p.gate_count > kMaxGates) broken("gate_count out of range", "");
+  int heaps = 0, per_region[kMaxRegions] = {};
+  for (int i = 0; i < p.region_count; ++i) heaps += p.regions[i].heap;
+  if (heaps > kMaxHeapRegions) broken("too many heap regions", "");
+  for (int i = 0; i < p.gate_count; ++i) {
+    const Gate &g = p.gates[i];
+    if (g.region < 0 || g.region >= p.region_count) broken("gate of no region", g.module);
+    else ++per_region[g.region];
+    check_glob(g.module, sizeof g.module, "gate module");
+    if (!g.module[0] || strchr(g.module, '/')) broken("bad gate module glob", g.module);
+    if (g.symbol_count < 1 || g.symbol_count > kMaxGateSymbols) broken("gate symbol_count out of range", g.module);
+    for (int k = 0; k < g.symbol_count && k < kMaxGateSymbols; ++k) {
+      check_glob(g.symbols[k], sizeof g.symbols[k], "gate symbol");
+      if (!g.symbols[k][0]) broken("empty gate symbol glob", g.module);
+    }
+  }
+  for (int i = 0; i < p.region_count; ++i)
+    if (per_region[i] != p.regions[i].gate_count) broken("region gate_count disagrees", p.regions[i].name);
 }
 
 // The matching the shim does on mmap/mprotect and thread start, on the loaded globs.
