@@ -15,7 +15,11 @@ namespace {
 using AllocFn = void *(*)(size_t);
 
 void *call_next(const char *name, AllocFn *slot, size_t n) {
-  AllocFn f = mpk::shim::next_cached(name, slot);
+  AllocFn f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+  if (!f) {
+    f = reinterpret_cast<AllocFn>(mpk::shim::next_symbol(name));
+    __atomic_store_n(slot, f, __ATOMIC_RELEASE);
+  }
   mpk::shim::GateAllocationsOff off;
   return f(n);
 }
