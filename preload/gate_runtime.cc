@@ -97,11 +97,8 @@ extern "C" __attribute__((visibility("hidden"))) GateEnter mpk_gate_enter(unsign
   return {t.target, &f};
 }
 
+// The gated function returned, or an exception left it (gate_stubs.S calls this from its
+// landing pad too): the frame is popped either way.
 extern "C" __attribute__((visibility("hidden"))) uintptr_t mpk_gate_exit(GateFrame *f) {
-  return mpk::shim::pop(f);
-}
-
-// An exception leaves the gated function: the same as its return.
-extern "C" __attribute__((visibility("hidden"))) uintptr_t mpk_gate_unwind(GateFrame *f) {
   return mpk::shim::pop(f);
 }

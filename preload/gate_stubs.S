@@ -119,7 +119,7 @@ mpk_gate_common:
 	movq	8(%rbx), %rax
 	movq	%rax, 8(%rsp)
 	movq	%rbx, %rdi
-	call	mpk_gate_unwind
+	call	mpk_gate_exit
 	movq	8(%rsp), %rbx
 	movq	%rax, 8(%rsp)
 	movq	0(%rsp), %rdi

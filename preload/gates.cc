@@ -41,9 +41,6 @@ struct Module {
   int phnum = 0;
   const ElfW(Sym) *symtab = nullptr;
   const char *strtab = nullptr;
-  const ElfW(Half) *versym = nullptr;
-  const uint32_t *gnu_hash = nullptr;
-  const uint32_t *sysv_hash = nullptr;
   const ElfW(Rela) *jmprel = nullptr;
   size_t jmprel_bytes = 0;
   const ElfW(Rela) *rela = nullptr;
@@ -81,9 +78,6 @@ bool read_module(const dl_phdr_info *info, Module *m) {
     switch (d->d_tag) {
       case DT_SYMTAB: m->symtab = at<ElfW(Sym)>(m->base, d->d_un.d_ptr); break;
       case DT_STRTAB: m->strtab = at<char>(m->base, d->d_un.d_ptr); break;
-      case DT_VERSYM: m->versym = at<ElfW(Half)>(m->base, d->d_un.d_ptr); break;
-      case DT_GNU_HASH: m->gnu_hash = at<uint32_t>(m->base, d->d_un.d_ptr); break;
-      case DT_HASH: m->sysv_hash = at<uint32_t>(m->base, d->d_un.d_ptr); break;
       case DT_JMPREL: m->jmprel = at<ElfW(Rela)>(m->base, d->d_un.d_ptr); break;
       case DT_PLTRELSZ: m->jmprel_bytes = d->d_un.d_val; break;
       case DT_RELA: m->rela = at<ElfW(Rela)>(m->base, d->d_un.d_ptr); break;

@@ -26,7 +26,6 @@ constinit std::atomic<const HeapRules *> g_heap_rules{&g_tables[0]};
 
 namespace {
 
-std::atomic<const HeapRules *> &g_current = g_heap_rules;
 constinit const cfg::Policy *g_source = nullptr;
 constinit bool g_any_module = false;
 constinit uintptr_t g_shim_base = 0;
@@ -66,7 +65,7 @@ int scan_module(struct dl_phdr_info *info, size_t, void *arg) {
 
 // Fills the table that is not current and makes it current.
 void rebuild() {
-  const HeapRules *cur = g_current.load(std::memory_order_relaxed);
+  const HeapRules *cur = g_heap_rules.load(std::memory_order_relaxed);
   HeapRules *next = cur == &g_tables[0] ? &g_tables[1] : &g_tables[0];
   sys::mprotect(next, sizeof *next, PROT_READ | PROT_WRITE);
   *next = HeapRules{};
@@ -95,7 +94,7 @@ void rebuild() {
   }
   sys::mprotect(next, sizeof *next, PROT_READ);
   // Ordering: the table is complete (and read-only) before allocators can see it.
-  g_current.store(next, std::memory_order_release);
+  g_heap_rules.store(next, std::memory_order_release);
 }
 
 }  // namespace
@@ -107,7 +106,7 @@ void heap_rules_build(const cfg::Policy &policy) {
   g_shim_base = cfg::module_base_of(reinterpret_cast<const void *>(&heap_rule_match));
   rebuild();
   // The other table, too, is read-only from now on (until a rebuild opens it).
-  const HeapRules *cur = g_current.load(std::memory_order_relaxed);
+  const HeapRules *cur = g_heap_rules.load(std::memory_order_relaxed);
   sys::mprotect(const_cast<HeapRules *>(cur == &g_tables[0] ? &g_tables[1] : &g_tables[0]), sizeof(HeapRules),
                 PROT_READ);
 }

@@ -13,16 +13,6 @@
 
 namespace {
 
-template <typename F>
-F next_of(const char *name, F *slot) {
-  F f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-  if (!f) {
-    f = reinterpret_cast<F>(mpk::shim::next_symbol(name));
-    __atomic_store_n(slot, f, __ATOMIC_RELEASE);
-  }
-  return f;
-}
-
 using CxaAtexit = int (*)(void (*)(void *), void *, void *);
 using KeyCreate = int (*)(pthread_key_t *, void (*)(void *));
 constinit CxaAtexit g_cxa_atexit = nullptr;
@@ -33,13 +23,13 @@ constinit KeyCreate g_key_create = nullptr;
 extern "C" int __cxa_atexit(void (*fn)(void *), void *arg, void *dso);
 MPK_EXPORT int __cxa_atexit(void (*fn)(void *), void *arg, void *dso) {
   auto wrapped = reinterpret_cast<void (*)(void *)>(mpk::shim::gates_wrap_callback(reinterpret_cast<void *>(fn)));
-  return next_of("__cxa_atexit", &g_cxa_atexit)(wrapped, arg, dso);
+  return mpk::shim::next_cached("__cxa_atexit", &g_cxa_atexit)(wrapped, arg, dso);
 }
 
 MPK_EXPORT int pthread_key_create(pthread_key_t *key, void (*destructor)(void *)) {
   auto wrapped =
       reinterpret_cast<void (*)(void *)>(mpk::shim::gates_wrap_callback(reinterpret_cast<void *>(destructor)));
-  return next_of("pthread_key_create", &g_key_create)(key, wrapped);
+  return mpk::shim::next_cached("pthread_key_create", &g_key_create)(key, wrapped);
 }
 
 #endif  // MPK_NO_ALLOCATOR

@@ -15,11 +15,7 @@ namespace {
 using AllocFn = void *(*)(size_t);
 
 void *call_next(const char *name, AllocFn *slot, size_t n) {
-  AllocFn f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-  if (!f) {
-    f = reinterpret_cast<AllocFn>(mpk::shim::next_symbol(name));
-    __atomic_store_n(slot, f, __ATOMIC_RELEASE);
-  }
+  AllocFn f = mpk::shim::next_cached(name, slot);
   mpk::shim::GateAllocationsOff off;
   return f(n);
 }

@@ -26,12 +26,7 @@ uintptr_t target_sp(const struct __jmp_buf_tag *env) {
 
 [[noreturn]] void jump(const char *name, JumpFn *slot, struct __jmp_buf_tag *env, int val) {
   mpk::shim::gates_leave_below(target_sp(env));
-  JumpFn f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-  if (!f) {
-    f = reinterpret_cast<JumpFn>(mpk::shim::next_symbol(name));
-    __atomic_store_n(slot, f, __ATOMIC_RELEASE);
-  }
-  f(env, val);
+  mpk::shim::next_cached(name, slot)(env, val);
   __builtin_unreachable();
 }
 

@@ -14,6 +14,18 @@ namespace mpk::shim {
 // The first default-version definition of `name` in the objects loaded after the shim, in load
 // order (the order the dynamic linker searches the initial objects); nullptr if there is none.
 void *next_symbol(const char *name);
+// next_symbol(name), looked up on the first call and kept in *slot (wrappers that may run before
+// the shim starts: a lookup is lock-free, so racing first calls find the same function).
+template <typename F>
+F next_cached(const char *name, F *slot) {
+  F f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+  if (!f) {
+    f = reinterpret_cast<F>(next_symbol(name));
+    __atomic_store_n(slot, f, __ATOMIC_RELEASE);
+  }
+  return f;
+}
+
 // The first such definition in all loaded objects, in load order: what the dynamic linker binds
 // an ordinary reference to.
 void *global_symbol(const char *name);
