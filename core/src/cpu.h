@@ -38,6 +38,16 @@ inline uint32_t rdpkru() {
   asm volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0));
   return eax;
 }
+// A write the caller counts itself (wrpkru_count): the fast paths count their two at once.
+inline void wrpkru_uncounted(uint32_t v) {
+  if (simulated()) {
+    t_sim_pkru = v;
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // as in wrpkru()
+    return;
+  }
+  asm volatile(".byte 0x0f,0x01,0xef" : : "a"(v), "c"(0), "d"(0) : "memory");
+}
+inline void wrpkru_count(uint64_t n) { bump_hot(Hot::wrpkru, n); }
 // Every write is counted (a per-thread counter: no shared cache line, no locked instruction).
 inline void wrpkru(uint32_t v) {
   bump_hot(Hot::wrpkru);

@@ -3,6 +3,7 @@
 // are built from these.
 #include "engine_internal.h"
 
+#include <linux/membarrier.h>
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -57,7 +58,14 @@ void leave(EngineState &st, ThreadRecord *rec, uint32_t grant) {
     // what they lower and nothing more.
     grant |= rec->pending.exchange(0, std::memory_order_seq_cst) & exact_keys(st);
     uint32_t v = pkru_from_state(st, rec, grant);
-    note_held_all(st, rec, v, may_lower);
+    if (note_held_all(st, rec, v, may_lower)) held_fence(st);
+    // Ordering: held[] was changed after the state was read. A revoker or eager granter that
+    // published meanwhile and read the old held[] saw nothing to send: read the state again and
+    // start over if it moved (pkru_agrees).
+    if (!pkru_agrees(st, rec, v)) {
+      grant = st.managed_mask.load(std::memory_order_acquire) & exact_keys(st);
+      continue;
+    }
     uint64_t acks = rec->acks.load(std::memory_order_relaxed);
     rec->in_lib.store(0, std::memory_order_seq_cst);  // the StoreLoad fence before pending is read
     wrpkru(outside_meta(v));
@@ -89,12 +97,56 @@ KeyLock::KeyLock(EngineState &st, int k) : ks_(&st.keys[k]), owned_(false) {
 }
 
 void KeyLock::wait_acquire(KeyState &ks, int id) {
-  if (try_acquire(ks, id)) return;
-  // A holder may be waiting for acks (a revocation); yield to it. Ordering: marked as a waiter
-  // before the next try, so that a fast path acquiring after this mark releases at once.
-  ks.waiters.fetch_add(1, std::memory_order_seq_cst);
-  while (!try_acquire(ks, id)) sys::sched_yield();
-  ks.waiters.fetch_sub(1, std::memory_order_seq_cst);
+  if (!try_acquire(ks, id)) {
+    // A holder may be waiting for acks (a revocation); yield to it. Ordering: marked as a waiter
+    // before the next try, so that a fast path acquiring after this mark releases at once.
+    ks.waiters.fetch_add(1, std::memory_order_seq_cst);
+    while (!try_acquire(ks, id)) sys::sched_yield();
+    ks.waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  // Ordering: the bias is revoked after `lock` is held, so that its thread cannot take it back
+  // (only a holder of `lock` biases it).
+  revoke_bias(ks, id);
+}
+
+// Biased locking (acquire_fast, engine_internal.h, takes the biased case; this the rest). The
+// biased thread marks itself busy and reads the bias again with no locked
+// instruction between (a compiler barrier only); a revoker clears the bias and then runs
+// membarrier(), which puts a full barrier into every running thread of the process. So either
+// the biased thread's second read sees the bias gone, or its busy mark is visible to the revoker
+// once membarrier returns, and the revoker waits for it to clear.
+bool KeyLock::acquire_unbiased(KeyState &ks, int id, bool may_bias) {
+  constexpr int32_t kBiasAfter = 64;  // uncontended acquisitions in a row before the lock is biased
+  if (!try_acquire(ks, id)) return false;
+  // Ordering: `lock` is taken before the bias and the waiters are read (a biasing thread held
+  // it; KeyLock::wait_acquire marks itself a waiter first).
+  int32_t b = ks.bias.load(std::memory_order_relaxed);
+  if ((b != 0 && b != id) || ks.waiters.load(std::memory_order_seq_cst) != 0) {
+    release(ks);
+    return false;
+  }
+  if (b == 0 && may_bias) {
+    if (ks.streak_id != id) {
+      ks.streak_id = id;
+      ks.streak = 0;
+    } else if (++ks.streak >= kBiasAfter) {
+      ks.bias.store(id, std::memory_order_relaxed);
+      bump(stats().lock_biases);
+    }
+  }
+  return true;
+}
+
+void KeyLock::revoke_bias(KeyState &ks, int id) {
+  ks.streak = 0;
+  int32_t b = ks.bias.load(std::memory_order_relaxed);
+  // The caller's own bias stays: its fast paths do not run while it is here (a program signal
+  // handler takes the slow path).
+  if (b == 0 || b == id) return;
+  ks.bias.store(0, std::memory_order_seq_cst);
+  sys::membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+  bump(stats().bias_revocations);
+  while (ks.bias_busy.load(std::memory_order_acquire)) sys::sched_yield();
 }
 
 KeyLock::~KeyLock() {

@@ -44,6 +44,30 @@ class KeyLock {
   // defer to it).
   static void wait_acquire(KeyState &ks, int id);
   static void release(KeyState &ks) { ks.lock.store(0, std::memory_order_release); }
+  // The fast paths': the bias if this thread holds it, else try_acquire(); false if another
+  // thread holds the lock or its bias, or a slow path waits for it. May bias the lock to `id`
+  // (may_bias: membarrier works). *biased says which release_fast() undoes.
+  static bool acquire_fast(KeyState &ks, int id, bool may_bias, bool *biased) {
+    // Inline: the biased case is a store, a compiler barrier and two loads (engine_core.cc).
+    if (ks.bias.load(std::memory_order_relaxed) == id) {
+      ks.bias_busy.store(1, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      if (ks.bias.load(std::memory_order_acquire) == id) [[likely]] {
+        *biased = true;
+        return true;
+      }
+      ks.bias_busy.store(0, std::memory_order_release);
+    }
+    *biased = false;
+    return acquire_unbiased(ks, id, may_bias);
+  }
+  static bool acquire_unbiased(KeyState &ks, int id, bool may_bias);
+  static void release_fast(KeyState &ks, bool biased) {
+    if (biased) ks.bias_busy.store(0, std::memory_order_release);
+    else release(ks);
+  }
+  // Takes the bias away from whoever has it (the caller holds `lock`, so no one takes it again).
+  static void revoke_bias(KeyState &ks, int id);
 
  private:
   EngineEntry entry_;  // first: marked inside the engine before the lock is taken

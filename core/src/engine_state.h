@@ -5,7 +5,9 @@
 //   g_lock        the slow paths: loading, evicting, promoting, mapping, thread bookkeeping.
 //   KeyState.lock one hardware key: its process-wide rights, the resident group's permission, pins
 //                 and the fast-path view. The fast paths (fast_path.h) take only this one, and only
-//                 with try-lock; a slow path that changes a key's state takes g_lock, then it.
+//                 with try-lock, or through its bias (KeyLock::acquire_fast: a thread that keeps
+//                 taking it uncontended holds it with plain stores until another takes the bias
+//                 back); a slow path that changes a key's state takes g_lock, then it.
 // The sync signal handler takes no lock: it reads only atomics (KeyState.rights, thread records).
 #pragma once
 
@@ -33,6 +35,13 @@ struct alignas(64) KeyState {
   // one waits gives it back at once and takes the slow path, which queues behind g_lock: a thread
   // toggling the key in a loop cannot starve them.
   std::atomic<uint32_t> waiters{0};
+  // A lock biased to one thread (its lock id; 0 none): the thread that keeps taking the lock
+  // uncontended enters its critical section with plain stores instead of a locked instruction
+  // (KeyLock::fast_acquire). Anyone else takes `lock`, then revokes the bias (revoke_bias).
+  std::atomic<int32_t> bias{0};
+  std::atomic<uint8_t> bias_busy{0};  // the biased thread is inside its critical section
+  int32_t streak_id = 0;              // under `lock`: who took it last, and how many times running
+  int32_t streak = 0;
   std::atomic<uint8_t> rights{0};   // process-wide Rights, for threads with no domain/isolation on it
   std::atomic<uint8_t> referenced{0};  // used by a fast path since the last eviction choice
   // The resident group, as the fast paths see it: written under g_lock and the key lock, read
@@ -144,15 +153,23 @@ void note_held(EngineState &st, ThreadRecord *rec, int k, Rights r);
 // This thread's PKRU with `keys` set to what the state gives rec and every other managed key
 // lowered to it. A grant among `keys` is noted first and the state read again after (note_held).
 uint32_t pkru_from_state(EngineState &st, ThreadRecord *rec, uint32_t keys);
-// note_held for every managed key, from a whole PKRU value (only raising unless may_lower).
-void note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower = true);
+// note_held for every managed key, from a whole PKRU value (only raising unless may_lower). True
+// if it raised a key, or lowered an exact one (held_fence() is then due).
+bool note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower = true);
+// Orders this thread's held[] stores before its next reads of the state against a fast path that
+// publishes a change of rights without a fence of its own (publish(), fast_path.cc): with
+// membarrier, the fast path's side of the pairing costs nothing and this side one system call.
+// Due after raising a held[] right or setting a holder bit, and after lowering an exact key's
+// held[] (an eager grant reads it), before the state is read to decide the register.
+void held_fence(const EngineState &st);
+// Does PKRU value v agree with the state for rec: every exact key at the state's right, no lazy
+// key above it? Read after note_held_all() to catch a change published in between.
+bool pkru_agrees(const EngineState &st, const ThreadRecord *rec, uint32_t v);
 
 // Meta-key bits for a thread outside the engine: write-disabled (the engine's data stays readable).
-inline uint32_t outside_meta(uint32_t pkru) {
-  return g_meta_key ? pkru_with(pkru, g_meta_key, Rights::kRead) : pkru;
-}
-inline uint32_t inside_meta(uint32_t pkru) {
-  return g_meta_key ? pkru_with(pkru, g_meta_key, Rights::kReadWrite) : pkru;
-}
+// Branch-free on the key's two bits (g_meta_mask, 0 without a metadata key): read is the
+// write-disable bit, the higher of the two.
+inline uint32_t outside_meta(uint32_t pkru) { return (pkru & ~g_meta_mask) | (g_meta_mask & 0xAAAAAAAAu); }
+inline uint32_t inside_meta(uint32_t pkru) { return pkru & ~g_meta_mask; }
 
 }  // namespace mpk

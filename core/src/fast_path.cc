@@ -36,7 +36,9 @@ void settle(EngineState &st, ThreadRecord *rec) {
     uint64_t acks = rec->acks.load(kRelaxed);
     wrpkru(inside_meta(rdpkru()));
     uint32_t v = pkru_from_state(st, rec, st.managed_mask.load(std::memory_order_acquire) & exact_keys(st));
-    note_held_all(st, rec, v);
+    if (note_held_all(st, rec, v)) held_fence(st);
+    // Ordering: held[] changed before the state is read again (pkru_agrees).
+    if (!pkru_agrees(st, rec, v)) continue;
     wrpkru(outside_meta(v));
     std::atomic_signal_fence(std::memory_order_seq_cst);
     if (rec->acks.load(kRelaxed) == acks) return;
@@ -44,6 +46,20 @@ void settle(EngineState &st, ThreadRecord *rec) {
 }
 
 namespace {
+
+// Might a thread other than self need this sync of key k (a holder of k, or any live thread if k
+// is eager)? sync_keys() asks the same first; this is its answer inline for the common case of
+// a thread toggling what only it holds. Read after the key's new rights (seq_cst), as there.
+[[gnu::always_inline]] inline bool others_may_hold(const EngineState &st, int k, const ThreadRecord *self) {
+  const std::atomic<uint64_t> *set = (exact_keys(st) >> k & 1u) ? st.threads.live_set() : st.keys[k].holders;
+  const int words = st.threads.words(), own = self->word();
+  for (int w = 0; w < words; ++w) {
+    uint64_t b = set[w].load(std::memory_order_seq_cst);
+    if (w == own) b &= ~self->bit();
+    if (b) return true;
+  }
+  return false;
+}
 
 // The frame every fast operation runs in: metadata open, key k locked, `body` decides and changes
 // the state, a revocation is synced, the caller's right is noted and written, metadata closed.
@@ -57,39 +73,37 @@ bool run(EngineState &st, int k, Body body, int *rc) {
   KeyState &ks = st.keys[k];
   std::atomic_signal_fence(std::memory_order_seq_cst);
   const uint64_t acks = rec->acks.load(kRelaxed);
-  wrpkru(inside_meta(rdpkru()));  // 1st PKRU write
-  // Ordering: the lock is taken before the waiters are read (KeyLock::wait_acquire marks itself
-  // first), so a slow path or fork waiting for it is seen here and given the lock.
-  bool got = KeyLock::try_acquire(ks, rec->index() + 1);
-  if (got && ks.waiters.load(std::memory_order_seq_cst) != 0) {
-    KeyLock::release(ks);
-    got = false;
-  }
-  if (!got) {
-    wrpkru(outside_meta(rdpkru()));
+  const uint32_t opened = inside_meta(rdpkru());
+  wrpkru_uncounted(opened);                 // 1st PKRU write
+  wrpkru_count(2);                          // with the 2nd, on every way out
+  // A slow path or fork waiting for the lock is seen here and given it (KeyLock::acquire_fast).
+  bool biased;
+  if (!KeyLock::acquire_fast(ks, rec->index() + 1, st.membarrier_ok, &biased)) {
+    wrpkru_uncounted(outside_meta(rdpkru()));
     if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
     return false;
   }
   Change c = body(ks);
   if (!c.ok) {
-    KeyLock::release(ks);
-    wrpkru(outside_meta(rdpkru()));
+    KeyLock::release_fast(ks, biased);
+    wrpkru_uncounted(outside_meta(rdpkru()));
     if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
     return false;
   }
-  bool synced = !c.revoked || sync_keys(st, 1u << k, rec, /*may_reap=*/false);
+  bool synced = !c.revoked || !others_may_hold(st, k, rec) || sync_keys(st, 1u << k, rec, /*may_reap=*/false);
   // Under the key's lock no one else changes its rights, so noting this thread's own right needs
   // no second look at the state (note_held).
   if (c.set_own && static_cast<uint8_t>(c.own) != rec->held[k].load(kRelaxed)) {
     rec->held[k].store(static_cast<uint8_t>(c.own), std::memory_order_release);
-    std::atomic<uint64_t> &w = ks.holders[rec->index() / 64];
-    uint64_t bit = uint64_t{1} << (rec->index() % 64);
+    std::atomic<uint64_t> &w = ks.holders[rec->word()];
+    uint64_t bit = rec->bit();
     if (c.own != Rights::kNone && !(w.load(kRelaxed) & bit)) w.fetch_or(bit, std::memory_order_seq_cst);
   }
   if (!ks.referenced.load(kRelaxed)) ks.referenced.store(1, kRelaxed);
-  KeyLock::release(ks);
-  uint32_t now = rdpkru();
-  wrpkru(outside_meta(c.set_own ? pkru_with(now, k, c.own) : now));  // 2nd PKRU write
+  KeyLock::release_fast(ks, biased);
+  // From the value written above, not read again: a sync handler that changed the register since
+  // moved acks, and settle() below computes every key again.
+  wrpkru_uncounted(outside_meta(c.set_own ? pkru_with(opened, k, c.own) : opened));  // 2nd PKRU write
   std::atomic_signal_fence(std::memory_order_seq_cst);
   if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
   *rc = c.rc;
@@ -101,11 +115,23 @@ bool run(EngineState &st, int k, Body body, int *rc) {
   return true;
 }
 
-// Publishes a new process-wide right on k. A revocation is a seq_cst store: it must be ordered
-// before the holders are read (note_held); a grant needs no such order.
-bool publish(KeyState &ks, Rights old, Rights now) {
+// Publishes a new process-wide right on k. A revocation, and any change of an eager key, must be
+// ordered before the holders' held[] is read (sync_keys), or a thread that changes its held[]
+// meanwhile (lazy_grant, leave, the sync handler) could read the old right while this reads its
+// old held[] (x86 lets a plain store pass a later load). With membarrier that order costs this
+// side nothing: the other side runs held_fence() between its held[] store and its read of the
+// state. Without it, a seq_cst store (a locked instruction). A grant on a lazy key reaches no one
+// but the caller and needs no order.
+bool publish(const EngineState &st, KeyState &ks, Rights old, Rights now, bool eager) {
   if (now == old) return false;
-  ks.rights.store(static_cast<uint8_t>(now), now < old ? std::memory_order_seq_cst : std::memory_order_release);
+  // Constant orders in each branch: GCC makes a store whose order is not a constant seq_cst.
+  if ((now < old || eager) && !st.membarrier_ok)
+    ks.rights.store(static_cast<uint8_t>(now), std::memory_order_seq_cst);
+  else
+    ks.rights.store(static_cast<uint8_t>(now), std::memory_order_release);
+  // A compiler barrier: the holders are read after the store in program order (the CPU may
+  // still let the load pass it; held_fence() on the other side covers that).
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   return now < old;
 }
 
@@ -135,34 +161,28 @@ PageGroup *vkey_group(KeyState &ks, int k, int vkey, int prot, Change *c) {
 
 }  // namespace
 
-bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot,
-                          bool (*fits)(const PageGroup &g, int prot), int *rc) {
+bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot, int *rc) {
   int k = st.by_start[hint_of_start(start)].load(std::memory_order_acquire);
   if (!k || st.keys[k].start.load(kRelaxed) != start || st.keys[k].len.load(kRelaxed) != len) return false;
   bool done = run(st, k, [&](KeyState &ks) {
     Change c;
     PageGroup *g = fast_group(ks, k);
-    if (!g || ks.start.load(kRelaxed) != start || ks.len.load(kRelaxed) != len || !fits(*g, prot)) return c;
-    int old_page = g->page_prot(), old = g->prot;
+    if (!g || ks.start.load(kRelaxed) != start || ks.len.load(kRelaxed) != len || !legacy_fits(*g, prot)) return c;
+    if (g->page_prot_changes(prot)) return c;  // execute rights change in the page table: not here
+    const int old = g->prot;
     g->prot = prot;
-    if (g->page_prot() != old_page) {  // execute rights change in the page table: not here
-      g->prot = old;
-      return c;
-    }
     Rights old_r = rights_of(old), now = rights_of(prot);
     bool eager = exact_keys(st) >> k & 1u;  // a region asking for eager grants
-    c.revoked = publish(ks, old_r, now) || (eager && now != old_r);
+    c.revoked = publish(st, ks, old_r, now, eager) || (eager && now != old_r);
     c.set_own = true;
     c.own = now;
     c.ok = true;
     ++g->toggles;
-    region_toggled(g->stat_slot);
-    region_update(g->stat_slot, k, prot, g->ceiling);
+    region_toggled_to(g->stat_slot, prot);  // its key and ceiling are what they were
     return c;
   }, rc);
   if (done) {
-    bump_hot(Hot::legacy_calls);
-    bump_hot(Hot::legacy_emulated);
+    bump_hot2(Hot::legacy_calls, Hot::legacy_emulated);
   }
   return done;
 }
@@ -174,18 +194,17 @@ bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc) {
     Change c;
     PageGroup *g = vkey_group(ks, k, vkey, prot, &c);
     if (!g) return c;
-    int old_page = g->page_prot(), old = g->prot;
-    g->prot = prot;
-    if (g->page_prot() != old_page) {
-      g->prot = old;
+    if (g->page_prot_changes(prot)) {
       c.ok = false;
       return c;
     }
+    const int old = g->prot;
+    g->prot = prot;
     Rights old_r = rights_of(old), now = rights_of(prot);
     // Eager grants (libmpk.so's API without the shim): every thread takes a grant now, as it
     // takes a revocation; sync_keys decides whom to signal.
     bool eager = exact_keys(st) >> k & 1u;
-    c.revoked = publish(ks, old_r, now) || (eager && now != old_r);
+    c.revoked = publish(st, ks, old_r, now, eager) || (eager && now != old_r);
     c.set_own = true;
     c.own = want_of(st, t_self, k);
     return c;
@@ -214,8 +233,8 @@ bool fast_begin(EngineState &st, int vkey, int prot, int *rc) {
     return c;
   }, rc);
   if (done) {
-    bump_hot(Hot::begin_calls);
-    if (*rc == 0) bump_hot(Hot::cache_hits);
+    if (*rc == 0) bump_hot2(Hot::begin_calls, Hot::cache_hits);
+    else bump_hot(Hot::begin_calls);
   }
   return done;
 }

@@ -20,10 +20,9 @@
 
 namespace mpk {
 
-// The shim's emulated mprotect of exactly [start, start+len) (page-aligned, prot valid). `fits`
-// says whether prot is within what the group's pages can express (legacy.cc decides).
-bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot,
-                          bool (*fits)(const PageGroup &g, int prot), int *rc);
+// The shim's emulated mprotect of exactly [start, start+len) (page-aligned, prot valid), when prot
+// is within what the group's pages can express (legacy_fits).
+bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot, int *rc);
 bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc);
 bool fast_begin(EngineState &st, int vkey, int prot, int *rc);
 // After this thread rewrote its PKRU while a sync handler of its own ran (rec->acks moved): every

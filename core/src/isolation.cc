@@ -290,6 +290,7 @@ bool isolation_learn_grant(int key, bool write, void *uctx) {
   Rights r = want_of(*st, rec, key);
   if (static_cast<uint8_t>(r) > rec->held[key].load(std::memory_order_relaxed)) {
     note_held(*st, rec, key, r);  // noted first, then the state read again (note_held)
+    held_fence(*st);
     r = want_of(*st, rec, key);
   }
   frame_pkru_write(uctx, pkru_with(pkru, key, r));

@@ -76,16 +76,6 @@ void recount_region_keys(LegacyState &ls, int region) {
   ls.region_keys[region].store(keys, std::memory_order_release);
 }
 
-// Does prot fit the group's ceiling? With exact execute rights only the data bits must fit: a new
-// PROT_EXEC is a retag (set_group_prot), never more data access.
-bool fits(const PageGroup &g, int prot) {
-  // Exactly PROT_EXEC is execute-only: the kernel gives it its own key and reports faults on it
-  // as key faults. Only the kernel can say that, so such a range is left to it.
-  if (prot == PROT_EXEC) return false;
-  int need = g.exec_exact ? prot & kDataProt : prot;
-  return (need & ~g.ceiling) == 0 && (prot & ~kAllProt) == 0;
-}
-
 void remove_at(LegacyState &ls, int i) { ls.groups[i] = ls.groups[--ls.ngroups]; }
 
 // Puts g's pages back on key 0 at exactly the permission the program last gave them and forgets
@@ -319,14 +309,25 @@ int legacy_init(const LegacyHooks &hooks) {
 }
 
 
+namespace {
+int legacy_mprotect_slow(EngineState *st, LegacyState *ls, void *addr, size_t len, int prot);
+}  // namespace
+
 int legacy_mprotect(void *addr, size_t len, int prot) {
   EngineState *st;
   LegacyState *ls = ready_state(&st);
   // What the kernel rejects outright (bad flags, unaligned, empty) never touches a group.
   if (!ls || (prot & ~kAllProt) || !page_aligned(addr) || len == 0) return sys::mprotect(addr, len, prot);
+  if (int rc; fast_legacy_mprotect(*st, reinterpret_cast<uintptr_t>(addr), page_round(len), prot, &rc)) return rc;
+  return legacy_mprotect_slow(st, ls, addr, len, prot);
+}
+
+namespace {
+
+// Out of line: the fast path above then sets up no frame for the slow path's locals.
+[[gnu::noinline]] int legacy_mprotect_slow(EngineState *st, LegacyState *ls, void *addr, size_t len, int prot) {
   auto start = reinterpret_cast<uintptr_t>(addr);
   size_t rlen = page_round(len);
-  if (int rc; fast_legacy_mprotect(*st, start, rlen, prot, fits, &rc)) return rc;
   Section s(*st);
   Locked l;
   bump_hot(Hot::legacy_calls);
@@ -344,7 +345,7 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
       region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
       return rc;
     }
-    if (fits(*g, prot)) {
+    if (legacy_fits(*g, prot)) {
       // The group's permission and counters are shared with the fast path (fast_path.h): all of
       // this under its key's lock.
       KeyLock kl(*st, g->hw_key);
@@ -406,6 +407,8 @@ int legacy_mprotect(void *addr, size_t len, int prot) {
     promote(*st, *ls, e, prot, s);
   return 0;
 }
+
+}  // namespace
 
 int legacy_munmap(void *addr, size_t len) {
   EngineState *st;

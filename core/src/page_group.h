@@ -67,6 +67,8 @@ struct PageGroup {
   int page_prot() const {
     return exec_exact ? (ceiling & (PROT_READ | PROT_WRITE)) | (prot & PROT_EXEC) : ceiling;
   }
+  // Would page_prot() change if the group's permission became p? (Only its execute bit can.)
+  bool page_prot_changes(int p) const { return exec_exact && ((p ^ prot) & PROT_EXEC); }
 
   bool add_range(MetaArena &arena, uintptr_t start, size_t len);
   // Removes [start, start+len) from the group's ranges, splitting where needed.
@@ -116,6 +118,17 @@ void PageGroup::for_each_tagged(F &&f) const {
       at = next;
     }
   }
+}
+
+// Does prot fit the group's ceiling (the shim's legacy mprotect)? With exact execute rights only
+// the data bits must fit: a new PROT_EXEC is a retag (set_group_prot), never more data access.
+inline bool legacy_fits(const PageGroup &g, int prot) {
+  // Exactly PROT_EXEC is execute-only: the kernel gives it its own key and reports faults on it
+  // as key faults. Only the kernel can say that, so such a range is left to it.
+  if (prot == PROT_EXEC) return false;
+  constexpr int kAll = PROT_READ | PROT_WRITE | PROT_EXEC;
+  int need = g.exec_exact ? prot & (PROT_READ | PROT_WRITE) : prot;
+  return (need & ~g.ceiling) == 0 && (prot & ~kAll) == 0;
 }
 
 }  // namespace mpk

@@ -34,7 +34,9 @@
   X(vma_joins, "mremap calls whose old range was joined back into one VMA first")   \
   X(region_allocs, "allocations served by a region heap")                         \
   X(region_frees, "region heap blocks freed")                                     \
-  X(region_unserved, "allocations a heap region matched but could not serve (glibc's)")
+  X(region_unserved, "allocations a heap region matched but could not serve (glibc's)") \
+  X(lock_biases, "key locks biased to the thread that kept taking them")           \
+  X(bias_revocations, "key lock biases taken back (membarrier)")
 
 #define MPK_HOT_COUNTERS(X)                                                       \
   X(wrpkru, "PKRU writes made by the engine (either backend)")                    \
@@ -100,6 +102,17 @@ inline void bump_hot(Hot h, uint64_t n = 1) {
   } else {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
+}
+// Two counters at once (the fast paths count a call and its outcome together).
+inline void bump_hot2(Hot a, Hot b) {
+  if (HotSlot *own = t_hot) [[likely]] {
+    std::atomic<uint64_t> &x = own->c[static_cast<int>(a)], &y = own->c[static_cast<int>(b)];
+    x.store(x.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    y.store(y.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return;
+  }
+  bump_hot(a);
+  bump_hot(b);
 }
 inline uint64_t hot_total(const HotSlot *slots, Hot h) {
   uint64_t sum = 0;

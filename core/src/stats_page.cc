@@ -14,7 +14,12 @@ namespace mpk {
 namespace {
 
 constinit StatsPage g_static_page;
+
+}  // namespace
+
 constinit std::atomic<StatsPage *> g_page{&g_static_page};
+
+namespace {
 
 constinit char g_shared_path[64] = {};
 
@@ -35,8 +40,6 @@ void copy_nonzero(void *dst, const void *src, size_t n) {
 }
 
 }  // namespace
-
-StatsPage &stats_page() { return *g_page.load(std::memory_order_acquire); }
 
 bool stats_page_share() {
   int pid = sys::getpid();
@@ -111,23 +114,6 @@ int region_claim(const char *name, const char *kind, uint64_t start, uint64_t le
     return i;
   }
   return -1;
-}
-
-void region_update(int slot, int key, int prot, int ceiling) {
-  if (slot < 0) return;
-  RegionSlot &s = stats_page().regions[slot];
-  constexpr auto rel = std::memory_order_relaxed;
-  // Only what changed is written: a toggled region's key and ceiling stay put.
-  if (s.key.load(rel) != key) s.key.store(key, rel);
-  if (s.prot.load(rel) != prot) s.prot.store(prot, rel);
-  if (s.ceiling.load(rel) != ceiling) s.ceiling.store(ceiling, rel);
-}
-
-// Bumped by the thread that toggles the region, under its key's lock: a plain load and store.
-void region_toggled(int slot) {
-  if (slot < 0) return;
-  std::atomic<uint64_t> &t = stats_page().regions[slot].toggles;
-  t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 void region_release(int slot) {

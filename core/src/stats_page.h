@@ -15,7 +15,7 @@
 namespace mpk {
 
 constexpr uint64_t kStatsMagic = 0x74617473'6b706d31ull;  // "1mpkstat"
-constexpr uint32_t kStatsLayout = 4;                       // bumped when the layout changes
+constexpr uint32_t kStatsLayout = 5;                       // bumped when the layout changes
 constexpr int kRegionSlots = 256;
 
 // Aligned to cache lines: threads toggling different regions share none.
@@ -46,7 +46,8 @@ struct StatsPage {
 };
 
 // The page in use: a static one until stats_page_share() succeeds.
-StatsPage &stats_page();
+extern constinit std::atomic<StatsPage *> g_page;
+inline StatsPage &stats_page() { return *g_page.load(std::memory_order_acquire); }
 // Moves the page (and the counters) into /dev/shm/libmpk-<pid>.stats. False if it cannot.
 bool stats_page_share();
 // Removes the shared file (at exit).
@@ -59,8 +60,29 @@ void note_inactive_reason(const char *why);
 
 // Region table. claim() returns a slot index or -1 (table full: the region is not listed).
 int region_claim(const char *name, const char *kind, uint64_t start, uint64_t len);
-void region_update(int slot, int key, int prot, int ceiling);
-void region_toggled(int slot);
+// Inline: the fast paths call both on every toggle.
+inline void region_update(int slot, int key, int prot, int ceiling) {
+  if (slot < 0) return;
+  RegionSlot &s = stats_page().regions[slot];
+  constexpr auto rel = std::memory_order_relaxed;
+  // Only what changed is written: a toggled region's key and ceiling stay put.
+  if (s.key.load(rel) != key) s.key.store(key, rel);
+  if (s.prot.load(rel) != prot) s.prot.store(prot, rel);
+  if (s.ceiling.load(rel) != ceiling) s.ceiling.store(ceiling, rel);
+}
+// Bumped by the thread that toggles the region, under its key's lock: a plain load and store.
+inline void region_toggled(int slot) {
+  if (slot < 0) return;
+  std::atomic<uint64_t> &t = stats_page().regions[slot].toggles;
+  t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+// region_toggled() and the new permission, for a toggle that changes nothing else.
+inline void region_toggled_to(int slot, int prot) {
+  if (slot < 0) return;
+  RegionSlot &s = stats_page().regions[slot];
+  s.toggles.store(s.toggles.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (s.prot.load(std::memory_order_relaxed) != prot) s.prot.store(prot, std::memory_order_relaxed);
+}
 void region_release(int slot);
 
 // Renders a page as the shim's stats JSON. `extra(slot, buf, cap)` may append fields to each

@@ -102,19 +102,27 @@ void sync_handler(int, siginfo_t *, void *uctx) {
       uint32_t v = *slot, exact = exact_keys(*st);
       for (uint32_t m = keys; m; m &= m - 1) {
         int k = __builtin_ctz(m);
-        Rights r = want_of(*st, rec, k);
+        const Rights frame_r = pkru_rights(v, k);
         // A lazy key is only ever lowered here: a thread gains rights by its own actions.
-        if (!(exact >> k & 1u) && r > pkru_rights(v, k)) r = pkru_rights(v, k);
-        if (static_cast<uint8_t>(r) > rec->held[k].load(std::memory_order_relaxed)) {
-          // A grant is noted before it is made and the state read again after (note_held): the
-          // revoker that waited for this handler may already be making the next change, and it
-          // must either see this thread as a holder or have lowered what is read here.
-          note_held(*st, rec, k, r);
-          Rights now = want_of(*st, rec, k);
-          if (now < r) r = now;
+        auto target = [&] {
+          Rights r = want_of(*st, rec, k);
+          return !(exact >> k & 1u) && r > frame_r ? frame_r : r;
+        };
+        // Ordering: held[] is stored (with the holder bit, and held_fence() where due) before the
+        // state is read again. The revoker that waited for this handler may already be making
+        // the next change: it either reads the held[] stored here and signals again, or this
+        // loop reads its change and applies that too.
+        Rights r = target();
+        for (;;) {
+          auto had = static_cast<Rights>(rec->held[k].load(std::memory_order_relaxed));
+          if (r != Rights::kNone) note_held(*st, rec, k, r);
+          else rec->held[k].store(0, std::memory_order_seq_cst);
+          if (r > had || (r < had && (exact >> k & 1u))) held_fence(*st);
+          Rights now = target();
+          if (now == r) break;
+          r = now;
         }
         v = pkru_with(v, k, r);
-        rec->held[k].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
       }
       *slot = v;
     }
@@ -247,6 +255,7 @@ bool lazy_grant(int key, void *uctx) {
       // and the state read again after: a concurrent revoker either sees this thread among the
       // key's holders or has already lowered what it reads here (note_held).
       note_held(*st, rec, key, want_of(*st, rec, key));
+      held_fence(*st);
       Rights r = want_of(*st, rec, key);
       *slot = pkru_with(*slot, key, r);
       rec->held[key].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
@@ -294,9 +303,9 @@ uint32_t lowered_to_state(const EngineState &st, uint32_t base, const ThreadReco
   return base;
 }
 
-// Ordering: a thread that gains a right stores held[k] and its holder bit (seq_cst) before it
-// reads the state again and writes its PKRU; a revoker stores the key's new rights (seq_cst)
-// before it reads the holders and their held[]. So either the revoker sees this thread as a
+// Ordering: a thread that gains a right stores held[k] and its holder bit (seq_cst, then
+// held_fence()) before it reads the state again and writes its PKRU; a revoker stores the key's
+// new rights before it reads the holders and their held[] (publish(), fast_path.cc). So either the revoker sees this thread as a
 // holder, or this thread reads the lowered right. Lowering needs no such care: a held[] that is
 // briefly above the register only costs a signal.
 // The bit is set even when it looks set already: a revoker may be clearing it right now (it
@@ -304,25 +313,50 @@ uint32_t lowered_to_state(const EngineState &st, uint32_t base, const ThreadReco
 void note_held(EngineState &st, ThreadRecord *rec, int k, Rights r) {
   rec->held[k].store(static_cast<uint8_t>(r), std::memory_order_seq_cst);
   if (r == Rights::kNone) return;
-  st.keys[k].holders[rec->index() / 64].fetch_or(uint64_t{1} << (rec->index() % 64), std::memory_order_seq_cst);
+  st.keys[k].holders[rec->word()].fetch_or(rec->bit(), std::memory_order_seq_cst);
 }
 
 uint32_t pkru_from_state(EngineState &st, ThreadRecord *rec, uint32_t keys) {
+  bool raised = false;
   for (uint32_t m = keys; m; m &= m - 1) {
     int k = __builtin_ctz(m);
     Rights r = want_of(st, rec, k);
-    if (static_cast<uint8_t>(r) > rec->held[k].load(std::memory_order_relaxed)) note_held(st, rec, k, r);
+    if (static_cast<uint8_t>(r) > rec->held[k].load(std::memory_order_relaxed)) {
+      note_held(st, rec, k, r);
+      raised = true;
+    }
   }
+  if (raised) held_fence(st);
   return lowered_to_state(st, with_wanted(st, rdpkru(), rec, keys), rec);
 }
 
-void note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower) {
+bool note_held_all(EngineState &st, ThreadRecord *rec, uint32_t pkru, bool may_lower) {
+  const uint32_t exact = exact_keys(st);
+  bool due = false;
   for (uint32_t m = st.managed_mask.load(std::memory_order_acquire); m; m &= m - 1) {
     int k = __builtin_ctz(m);
     auto r = static_cast<uint8_t>(pkru_rights(pkru, k));
     uint8_t have = rec->held[k].load(std::memory_order_relaxed);
-    if (r > have || (may_lower && r < have)) note_held(st, rec, k, static_cast<Rights>(r));
+    if (r > have || (may_lower && r < have)) {
+      note_held(st, rec, k, static_cast<Rights>(r));
+      due |= r > have || (exact >> k & 1u);
+    }
   }
+  return due;
+}
+
+void held_fence(const EngineState &st) {
+  if (st.membarrier_ok) sys::membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+}
+
+bool pkru_agrees(const EngineState &st, const ThreadRecord *rec, uint32_t v) {
+  const uint32_t exact = exact_keys(st);
+  for (uint32_t m = st.managed_mask.load(std::memory_order_acquire); m; m &= m - 1) {
+    int k = __builtin_ctz(m);
+    Rights want = want_of(st, rec, k), have = pkru_rights(v, k);
+    if ((exact >> k & 1u) ? have != want : have > want) return false;
+  }
+  return true;
 }
 
 ThreadRecord *register_unknown(EngineState &st) {
@@ -331,6 +365,7 @@ ThreadRecord *register_unknown(EngineState &st) {
   // What this thread's PKRU holds is unknown (it was created with its creator's, or before the
   // engine started): it counts as holding everything until its first sync or engine exit.
   for (int k = 1; k < kHwKeys; ++k) note_held(st, r, k, Rights::kReadWrite);
+  held_fence(st);
   bump(stats().threads_registered);
   return r;
 }
@@ -368,6 +403,10 @@ void sync_mask_handler(struct sigaction *act) {
 
 void sync_after_fork(EngineState &st) {
   if (st.membarrier_ok) st.membarrier_ok = sys::membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
+  // Biased key locks need membarrier to be taken back; the child has one thread, so dropping
+  // every bias here races with nothing.
+  if (!st.membarrier_ok)
+    for (KeyState &ks : st.keys) ks.bias.store(0, std::memory_order_relaxed);
 }
 
 void reap_thread(EngineState &st, ThreadRecord *r) {
@@ -376,7 +415,7 @@ void reap_thread(EngineState &st, ThreadRecord *r) {
       KeyLock kl(st, k);
       if (st.keys[k].pins.load(std::memory_order_relaxed)) st.keys[k].pins.fetch_sub(1, std::memory_order_relaxed);
     }
-    st.keys[k].holders[r->index() / 64].fetch_and(~(uint64_t{1} << (r->index() % 64)), std::memory_order_seq_cst);
+    st.keys[k].holders[r->word()].fetch_and(~(r->bit()), std::memory_order_seq_cst);
   }
   st.threads.remove(r);
 }
@@ -391,12 +430,12 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
   uint64_t cand[ThreadRegistry::kMaxThreads / 64];
   const std::atomic<uint64_t> *live = st.threads.live_set();
   uint64_t others = 0;
-  const uint64_t self_bit = self ? uint64_t{1} << (self->index() % 64) : 0;
+  const uint64_t self_bit = self ? self->bit() : 0;
   for (int w = 0; w < kWords; ++w) {
     uint64_t b = eager ? live[w].load(std::memory_order_seq_cst) : 0;
     for (uint32_t m = keys & ~eager; m; m &= m - 1) b |= st.keys[__builtin_ctz(m)].holders[w].load(std::memory_order_seq_cst);
     cand[w] = b;
-    others |= self && w == self->index() / 64 ? b & ~self_bit : b;
+    others |= self && w == self->word() ? b & ~self_bit : b;
   }
   if (!others) return true;  // nobody but the caller: the common case of a single-threaded toggle
 
@@ -437,8 +476,8 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
             // Holds nothing on k: it leaves k's holders, so later revocations do not even look at
             // its record (which it writes on its own fast path). Then held[] is read again: a
             // thread that gained the right meanwhile has set its bit again, or is seen here.
-            std::atomic<uint64_t> &w = st.keys[k].holders[r.index() / 64];
-            const uint64_t bit = uint64_t{1} << (r.index() % 64);
+            std::atomic<uint64_t> &w = st.keys[k].holders[r.word()];
+            const uint64_t bit = r.bit();
             w.fetch_and(~bit, std::memory_order_seq_cst);
             held = static_cast<Rights>(r.held[k].load(std::memory_order_seq_cst));
             if (held != Rights::kNone) w.fetch_or(bit, std::memory_order_seq_cst);

@@ -45,7 +45,7 @@ ThreadRecord *ThreadRegistry::add(int tid) {
 }
 
 void ThreadRegistry::remove(ThreadRecord *r) {
-  live_[r->index() / 64].fetch_and(~(uint64_t{1} << (r->index() % 64)), std::memory_order_seq_cst);
+  live_[r->word()].fetch_and(~(r->bit()), std::memory_order_seq_cst);
   for (auto &h : r->held) h.store(0, std::memory_order_relaxed);
   r->pending.store(0, std::memory_order_relaxed);
   r->in_lib.store(0, std::memory_order_relaxed);

@@ -54,6 +54,10 @@ struct alignas(64) ThreadRecord {
   char start_sym[96] = {};     // its name as the policy sees it ("" unknown)
 
   int index() const { return static_cast<int>(this - g_roots.records); }
+  // Its word and bit in a thread bit set (shifts: index() is signed, and a division by 64 of a
+  // signed value is not free).
+  int word() const { return static_cast<int>(static_cast<unsigned>(index()) >> 6); }
+  uint64_t bit() const { return uint64_t{1} << (static_cast<unsigned>(index()) & 63u); }
 };
 
 class ThreadRegistry {

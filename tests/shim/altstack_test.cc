@@ -21,7 +21,7 @@ TEST(AltStack, TwoKibStackSurvivesLazyGrants) {
   ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
   alignas(64) static uint8_t area[kGuard + kSmall + kGuard];
   std::memset(area, 0xa5, sizeof area);
-  std::atomic<int> round{-1}, done{-1};
+  std::atomic<int> round{-1}, done{-1}, revoked{-1}, resumed{-1};
   bool view_ok = false, canaries_ok = false;
   std::thread b([&] {
     stack_t ss = {}, now = {};
@@ -35,6 +35,13 @@ TEST(AltStack, TwoKibStackSurvivesLazyGrants) {
       }
       m.base()[r % 4096] = static_cast<uint8_t>(r);  // a lazy grant under the shim: SIGSEGV on the altstack
       done.store(r);
+      // The revocation returns once this thread's sync handler has taken it; the handler may
+      // still be running. This thread's code sees `revoked` only after the handler is done, so
+      // the next round's grant cannot reach the handler (which would rightly apply it, and
+      // spare the next write its fault).
+      while (revoked.load() != r) {
+      }
+      resumed.store(r);
     }
     bool ok = true;
     for (size_t i = 0; i < kGuard; ++i) ok &= area[i] == 0xa5 && area[kGuard + kSmall + i] == 0xa5;
@@ -50,6 +57,9 @@ TEST(AltStack, TwoKibStackSurvivesLazyGrants) {
     while (done.load() != r) {
     }
     ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+    revoked.store(r);
+    while (resumed.load() != r) {
+    }
   }
   b.join();
   EXPECT_TRUE(view_ok) << "sigaltstack must report the program's own stack";

@@ -27,7 +27,7 @@ TEST(RawLog, TruncatesSafely) {
 }
 
 TEST(Stats, JsonHasEveryCounter) {
-  char buf[4096];
+  char buf[1 << 16];  // as stats_file_write()
   bump(stats().evictions, 3);
   stats_json(buf, sizeof buf, 5, 2, 13);
   std::string s(buf);
