@@ -230,7 +230,9 @@ def run_toggle(toggle_bin, shim, keys, mode, pages, threads, seconds, simulate=N
             timed = 2 * res["pairs"]
             if res["legacy_emulated"] < 0.9 * timed:
                 raise BenchError(f"{what}: only {res['legacy_emulated']} of the {timed} timed mprotect calls "
-                                 "were emulated: the shim did not serve the toggles")
+                                 f"were emulated: the shim did not serve the toggles (the program's counts: "
+                                 f"{ {k: res.get(k) for k in ('pairs', 'wrpkru', 'legacy_calls', 'legacy_emulated')} }; "
+                                 f"the shim's for the whole run: {res['process_stats']})")
         res["mode"] = mode
         res["keys"] = run_keys["mode"] if mode == "shim" else "none"
         return res

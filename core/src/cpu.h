@@ -38,9 +38,16 @@ inline uint32_t rdpkru() {
   asm volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0));
   return eax;
 }
-// A write the caller counts itself (wrpkru_count): the fast paths count their two at once.
-inline void wrpkru_uncounted(uint32_t v) {
-  if (simulated()) {
+// For the fast paths, which look at the backend once (`sim`: simulated()) and count their PKRU
+// writes themselves (wrpkru_count, bump_hot_call).
+inline uint32_t rdpkru_on(bool sim) {
+  if (sim) return t_sim_pkru;
+  uint32_t eax, edx;
+  asm volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0));
+  return eax;
+}
+inline void wrpkru_uncounted(bool sim, uint32_t v) {
+  if (sim) {
     t_sim_pkru = v;
     std::atomic_signal_fence(std::memory_order_seq_cst);  // as in wrpkru()
     return;

@@ -319,33 +319,9 @@ int engine_munmap(int vkey) {
   return 0;
 }
 
-namespace {
-int begin_slow(EngineState *st, int vkey, int prot);
-int end_slow(EngineState *st, int vkey);
-int mprotect_slow(EngineState *st, int vkey, int prot);
-}  // namespace
-
-// The public operations that have a fast path take their slow path out of line (below): the
-// fast case then sets up no frame for the slow path's locals.
-int engine_begin(int vkey, int prot) {
-  EngineState *st = state();
-  if (!st) return -EPERM;
-  if (vkey < 0 || (prot & ~kDataProt)) return -EINVAL;
-  if (int rc; fast_begin(*st, vkey, prot, &rc)) return rc;
-  return begin_slow(st, vkey, prot);
-}
-
-int engine_end(int vkey) {
-  EngineState *st = state();
-  if (!st) return -EPERM;
-  if (vkey < 0) return -EINVAL;
-  if (int rc; fast_end(*st, vkey, &rc)) return rc;
-  return end_slow(st, vkey);
-}
-
-namespace {
-
-[[gnu::noinline]] int begin_slow(EngineState *st, int vkey, int prot) {
+// The slow paths of the operations whose entry is in fast_path.cc (engine_begin, engine_end,
+// engine_mprotect): what is not resident, or not servable without g_lock.
+int begin_slow(EngineState *st, int vkey, int prot) {
   Section s(*st);
   if (!s.rec) return -ENOMEM;
   Locked l;
@@ -369,7 +345,7 @@ namespace {
   return 0;
 }
 
-[[gnu::noinline]] int end_slow(EngineState *st, int vkey) {
+int end_slow(EngineState *st, int vkey) {
   Section s(*st);
   if (!s.rec) return -ENOMEM;
   Locked l;
@@ -385,7 +361,7 @@ namespace {
   return 0;
 }
 
-[[gnu::noinline]] int mprotect_slow(EngineState *st, int vkey, int prot) {
+int mprotect_slow(EngineState *st, int vkey, int prot) {
   Section s(*st);
   Locked l;
   PageGroup *g = st->groups.find(vkey);
@@ -393,16 +369,6 @@ namespace {
   if (!within_ceiling(prot, g->ceiling)) return -EACCES;
   bump_hot(Hot::mprotect_calls);
   return set_group_prot(*st, *g, prot, s);
-}
-
-}  // namespace
-
-int engine_mprotect(int vkey, int prot) {
-  EngineState *st = state();
-  if (!st) return -EPERM;
-  if (vkey < 0 || !valid_prot(prot)) return -EINVAL;
-  if (int rc; fast_mprotect(*st, vkey, prot, &rc)) return rc;
-  return mprotect_slow(st, vkey, prot);
 }
 
 void *engine_malloc(int vkey, size_t size, int *err) {

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 
+#include "engine.h"
 #include "engine_internal.h"
 #include "page_group.h"
 #include "stats.h"
@@ -63,8 +64,10 @@ namespace {
 
 // The frame every fast operation runs in: metadata open, key k locked, `body` decides and changes
 // the state, a revocation is synced, the caller's right is noted and written, metadata closed.
+// Its two PKRU writes are counted by the caller when it returns true (bump_hot_call, with the
+// call's own counters), here when it declines.
 template <typename Body>
-bool run(EngineState &st, int k, Body body, int *rc) {
+[[gnu::always_inline]] inline bool run(EngineState &st, int k, Body body, int *rc) {
   ThreadRecord *rec = self_rec(st);
   // A thread the engine has not met, or one inside a program's signal handler (whose PKRU lasts
   // only until the handler returns): the slow path knows what to do with both.
@@ -73,20 +76,22 @@ bool run(EngineState &st, int k, Body body, int *rc) {
   KeyState &ks = st.keys[k];
   std::atomic_signal_fence(std::memory_order_seq_cst);
   const uint64_t acks = rec->acks.load(kRelaxed);
-  const uint32_t opened = inside_meta(rdpkru());
-  wrpkru_uncounted(opened);                 // 1st PKRU write
-  wrpkru_count(2);                          // with the 2nd, on every way out
+  const bool sim = simulated();
+  const uint32_t opened = inside_meta(rdpkru_on(sim));
+  wrpkru_uncounted(sim, opened);  // 1st PKRU write (both are counted by the caller, or below)
   // A slow path or fork waiting for the lock is seen here and given it (KeyLock::acquire_fast).
   bool biased;
   if (!KeyLock::acquire_fast(ks, rec->index() + 1, st.membarrier_ok, &biased)) {
-    wrpkru_uncounted(outside_meta(rdpkru()));
+    wrpkru_uncounted(sim, outside_meta(rdpkru_on(sim)));
+    wrpkru_count(2);
     if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
     return false;
   }
   Change c = body(ks);
   if (!c.ok) {
     KeyLock::release_fast(ks, biased);
-    wrpkru_uncounted(outside_meta(rdpkru()));
+    wrpkru_uncounted(sim, outside_meta(rdpkru_on(sim)));
+    wrpkru_count(2);
     if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
     return false;
   }
@@ -103,7 +108,7 @@ bool run(EngineState &st, int k, Body body, int *rc) {
   KeyLock::release_fast(ks, biased);
   // From the value written above, not read again: a sync handler that changed the register since
   // moved acks, and settle() below computes every key again.
-  wrpkru_uncounted(outside_meta(c.set_own ? pkru_with(opened, k, c.own) : opened));  // 2nd PKRU write
+  wrpkru_uncounted(sim, outside_meta(c.set_own ? pkru_with(opened, k, c.own) : opened));  // 2nd PKRU write
   std::atomic_signal_fence(std::memory_order_seq_cst);
   if (rec->acks.load(kRelaxed) != acks) settle(st, rec);
   *rc = c.rc;
@@ -182,12 +187,13 @@ bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot
     return c;
   }, rc);
   if (done) {
-    bump_hot2(Hot::legacy_calls, Hot::legacy_emulated);
+    bump_hot_call(2, Hot::legacy_calls, Hot::legacy_emulated);
   }
   return done;
 }
 
-bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc) {
+namespace {
+[[gnu::always_inline]] inline bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc) {
   int k = key_of_vkey(st, vkey);
   if (!k) return false;
   bool done = run(st, k, [&](KeyState &ks) {
@@ -210,16 +216,20 @@ bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc) {
     return c;
   }, rc);
   if (done) {
-    bump_hot(Hot::mprotect_calls);
     if (*rc == 0) {
-      bump_hot(Hot::cache_hits);
+      bump_hot_call(2, Hot::mprotect_calls, Hot::cache_hits);
       bump_hot(Hot::mprotect_by_pkru);
+    } else {
+      bump_hot_call(2, Hot::mprotect_calls);
     }
   }
   return done;
 }
 
-bool fast_begin(EngineState &st, int vkey, int prot, int *rc) {
+}  // namespace
+
+namespace {
+[[gnu::always_inline]] inline bool fast_begin(EngineState &st, int vkey, int prot, int *rc) {
   int k = key_of_vkey(st, vkey);
   if (!k) return false;
   bool done = run(st, k, [&](KeyState &ks) {
@@ -233,13 +243,15 @@ bool fast_begin(EngineState &st, int vkey, int prot, int *rc) {
     return c;
   }, rc);
   if (done) {
-    if (*rc == 0) bump_hot2(Hot::begin_calls, Hot::cache_hits);
-    else bump_hot(Hot::begin_calls);
+    bump_hot_call(2, Hot::begin_calls, *rc == 0 ? Hot::cache_hits : Hot::kCount);
   }
   return done;
 }
 
-bool fast_end(EngineState &st, int vkey, int *rc) {
+}  // namespace
+
+namespace {
+[[gnu::always_inline]] inline bool fast_end(EngineState &st, int vkey, int *rc) {
   int k = key_of_vkey(st, vkey);
   if (!k) return false;
   bool done = run(st, k, [&](KeyState &ks) {
@@ -258,8 +270,38 @@ bool fast_end(EngineState &st, int vkey, int *rc) {
     c.own = want_of(st, rec, k);
     return c;
   }, rc);
-  if (done && *rc == 0) bump_hot(Hot::end_calls);
+  if (done) {
+    if (*rc == 0) bump_hot_call(2, Hot::end_calls);
+    else wrpkru_count(2);
+  }
   return done;
+}
+
+}  // namespace
+
+// The public entries (engine.h): arguments checked, the fast path inlined, the slow path called.
+int engine_begin(int vkey, int prot) {
+  EngineState *st = state();
+  if (!st) return -EPERM;
+  if (vkey < 0 || (prot & ~kDataProt)) return -EINVAL;
+  if (int rc; fast_begin(*st, vkey, prot, &rc)) return rc;
+  return begin_slow(st, vkey, prot);
+}
+
+int engine_end(int vkey) {
+  EngineState *st = state();
+  if (!st) return -EPERM;
+  if (vkey < 0) return -EINVAL;
+  if (int rc; fast_end(*st, vkey, &rc)) return rc;
+  return end_slow(st, vkey);
+}
+
+int engine_mprotect(int vkey, int prot) {
+  EngineState *st = state();
+  if (!st) return -EPERM;
+  if (vkey < 0 || !valid_prot(prot)) return -EINVAL;
+  if (int rc; fast_mprotect(*st, vkey, prot, &rc)) return rc;
+  return mprotect_slow(st, vkey, prot);
 }
 
 }  // namespace mpk

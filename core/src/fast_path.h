@@ -22,12 +22,17 @@ namespace mpk {
 
 // The shim's emulated mprotect of exactly [start, start+len) (page-aligned, prot valid), when prot
 // is within what the group's pages can express (legacy_fits).
+// (mpk_mprotect, mpk_begin and mpk_end have theirs inside engine_mprotect, engine_begin and
+// engine_end, defined in fast_path.cc.)
 bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot, int *rc);
-bool fast_mprotect(EngineState &st, int vkey, int prot, int *rc);
-bool fast_begin(EngineState &st, int vkey, int prot, int *rc);
 // After this thread rewrote its PKRU while a sync handler of its own ran (rec->acks moved): every
 // key lowered to the state again, exact keys set from it.
 void settle(EngineState &st, ThreadRecord *rec);
-bool fast_end(EngineState &st, int vkey, int *rc);
+
+// The slow paths behind engine_begin, engine_end and engine_mprotect (engine.cc). Those three are
+// defined in fast_path.cc, so that their fast case is one function with no frame for the slow.
+int begin_slow(EngineState *st, int vkey, int prot);
+int end_slow(EngineState *st, int vkey);
+int mprotect_slow(EngineState *st, int vkey, int prot);
 
 }  // namespace mpk

@@ -103,16 +103,22 @@ inline void bump_hot(Hot h, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
 }
-// Two counters at once (the fast paths count a call and its outcome together).
-inline void bump_hot2(Hot a, Hot b) {
+// A fast path's counters at once: its PKRU writes (n), the call and its outcome (b, c; kCount:
+// none). One look at the thread's slot.
+inline void bump_hot_call(uint64_t n, Hot b, Hot c = Hot::kCount) {
   if (HotSlot *own = t_hot) [[likely]] {
-    std::atomic<uint64_t> &x = own->c[static_cast<int>(a)], &y = own->c[static_cast<int>(b)];
-    x.store(x.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    y.store(y.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    auto add = [own](Hot h, uint64_t v) {
+      std::atomic<uint64_t> &x = own->c[static_cast<int>(h)];
+      x.store(x.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+    };
+    add(Hot::wrpkru, n);
+    add(b, 1);
+    if (c != Hot::kCount) add(c, 1);
     return;
   }
-  bump_hot(a);
+  bump_hot(Hot::wrpkru, n);
   bump_hot(b);
+  if (c != Hot::kCount) bump_hot(c);
 }
 inline uint64_t hot_total(const HotSlot *slots, Hot h) {
   uint64_t sum = 0;
