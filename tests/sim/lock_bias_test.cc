@@ -45,14 +45,9 @@ TEST_F(SimLockBias, TheBiasIsTakenBackByTheNextThread) {
 // a second group whose key stays pinned throughout.
 TEST_F(SimLockBias, TheBiasMovesBetweenThreadsAndRightsStayExact) {
   constexpr int kTurns = kUnderTsan ? 6 : 10, kPerTurn = 150;  // biased after 64 calls of a turn
-  Group g(1, RW), d(1, RW);
-  ASSERT_TRUE(g.ok() && d.ok());
-  int key = key_of(g.vkey());
-  const int dkey = key_of(d.vkey());
-  ASSERT_GT(key, 0);
-  ASSERT_GT(dkey, 0);
-  PublishedRight right;
-  right.settled(PROT_NONE, key);
+  GroupPair p;
+  ASSERT_TRUE(p.ready());
+  auto &[g, d, key, dkey, right] = p;
   std::atomic<int> turn{0};
   std::atomic<bool> done{false};
   std::atomic<uint64_t> stale{0}, checks{0}, bad_calls{0}, bad_domains{0};

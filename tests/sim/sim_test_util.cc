@@ -162,6 +162,15 @@ std::string stat_text(const char *name) {
 }
 
 
+::testing::AssertionResult GroupPair::ready() {
+  if (!g.ok() || !d.ok()) return ::testing::AssertionFailure() << "mpk_mmap failed";
+  key = key_of(g.vkey());
+  dkey = key_of(d.vkey());
+  if (key <= 0 || dkey <= 0) return ::testing::AssertionFailure() << "no key found: " << key << ", " << dkey;
+  right.settled(PROT_NONE, key);
+  return ::testing::AssertionSuccess();
+}
+
 PublishedRight::Result PublishedRight::check() const {
   uint64_t s1 = state_.load(std::memory_order_seq_cst);
   uint32_t pkru = mpk::rdpkru();

@@ -147,6 +147,16 @@ class PublishedRight {
   std::atomic<uint64_t> state_{0};  // sequence << 8 | key << 2 | (Rights or kChanging)
 };
 
+// The two groups the concurrency tests use: g, whose process-wide right one thread changes and
+// publishes (right; it starts closed, on key), and d, on which threads open domains (on dkey).
+struct GroupPair {
+  Group g{1, RW}, d{1, RW};
+  int key = 0, dkey = 0;
+  PublishedRight right;
+  // Both groups mapped, both keys found, g published closed.
+  ::testing::AssertionResult ready();
+};
+
 // Syncs that fell back to the page table so far (the statistics' sync_fallbacks). The tests make
 // none natively. Under ThreadSanitizer a few happen: it runs a signal handler only when the thread
 // passes through an intercepted libc call, so a thread that takes the sync signal just before it

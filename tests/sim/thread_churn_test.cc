@@ -19,15 +19,9 @@ class SimThreadChurn : public SimTest {};
 
 TEST_F(SimThreadChurn, ThreadsComeAndGoWhileRevocationsRun) {
   constexpr int kPairs = 300;  // the creator starts two threads, joins them, and again
-  Group g(1, RW), d(1, RW);
-  ASSERT_TRUE(g.ok() && d.ok());
-  int key = key_of(g.vkey());
-  const int dkey = key_of(d.vkey());
-  ASSERT_GT(key, 0);
-  ASSERT_GT(dkey, 0);
-
-  PublishedRight right;
-  right.settled(PROT_NONE, key);
+  GroupPair p;
+  ASSERT_TRUE(p.ready());
+  auto &[g, d, key, dkey, right] = p;
   std::atomic<uint64_t> checks{0}, stale{0}, bad_domains{0}, created{0};
   std::atomic<bool> churn_done{false};
   std::string first_stale;
