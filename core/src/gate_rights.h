@@ -41,9 +41,11 @@ inline uint32_t gate_open(uint32_t keys) {
   ThreadRecord *rec = t_self;  // only its acks are read here; settle() checks the record
   const uint64_t acks = rec ? rec->acks.load(std::memory_order_relaxed) : 0;
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  uint32_t v = rdpkru();
+  const bool sim = simulated();
+  uint32_t v = rdpkru_on(sim);
   for (uint32_t m = opened; m; m &= m - 1) v = pkru_with(v, __builtin_ctz(m), Rights::kReadWrite);
-  wrpkru(v);
+  wrpkru_uncounted(sim, v);
+  wrpkru_count(1);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   if (rec && rec->acks.load(std::memory_order_relaxed) != acks) [[unlikely]] gate_settle();
   return opened;
@@ -63,12 +65,14 @@ inline void gate_close(uint32_t keys) {
   ThreadRecord *rec = st ? self_rec(*st) : nullptr;
   const uint64_t acks = rec ? rec->acks.load(std::memory_order_relaxed) : 0;
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  uint32_t v = rdpkru();
+  const bool sim = simulated();
+  uint32_t v = rdpkru_on(sim);
   for (uint32_t m = closed; m; m &= m - 1) {
     int k = __builtin_ctz(m);
     v = pkru_with(v, k, st ? want_of(*st, rec, k) : Rights::kNone);
   }
-  wrpkru(v);
+  wrpkru_uncounted(sim, v);
+  wrpkru_count(1);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   if (rec && rec->acks.load(std::memory_order_relaxed) != acks) [[unlikely]] gate_settle();
 }
