@@ -31,15 +31,9 @@ inline Rights pkru_rights(uint32_t pkru, int key) {
   return (b & 1u) ? Rights::kNone : (b & 2u) ? Rights::kRead : Rights::kReadWrite;
 }
 
-// The calling thread's PKRU: the register, or its simulation (key_backend.h).
-inline uint32_t rdpkru() {
-  if (simulated()) return t_sim_pkru;
-  uint32_t eax, edx;
-  asm volatile(".byte 0x0f,0x01,0xee" : "=a"(eax), "=d"(edx) : "c"(0));
-  return eax;
-}
-// For the fast paths, which look at the backend once (`sim`: simulated()) and count their PKRU
-// writes themselves (wrpkru_count, bump_hot_call).
+// The calling thread's PKRU: the register, or its simulation (key_backend.h). The fast paths look
+// at the backend once (`sim`: simulated()) and count their PKRU writes themselves
+// (wrpkru_count, bump_hot_call); everything else uses rdpkru() and wrpkru().
 inline uint32_t rdpkru_on(bool sim) {
   if (sim) return t_sim_pkru;
   uint32_t eax, edx;
@@ -49,22 +43,18 @@ inline uint32_t rdpkru_on(bool sim) {
 inline void wrpkru_uncounted(bool sim, uint32_t v) {
   if (sim) {
     t_sim_pkru = v;
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // as in wrpkru()
-    return;
-  }
-  asm volatile(".byte 0x0f,0x01,0xef" : : "a"(v), "c"(0), "d"(0) : "memory");
-}
-inline void wrpkru_count(uint64_t n) { bump_hot(Hot::wrpkru, n); }
-// Every write is counted (a per-thread counter: no shared cache line, no locked instruction).
-inline void wrpkru(uint32_t v) {
-  bump_hot(Hot::wrpkru);
-  if (simulated()) {
-    t_sim_pkru = v;
     // A signal handler of this thread must see the write in program order, as with the register.
     std::atomic_signal_fence(std::memory_order_seq_cst);
     return;
   }
   asm volatile(".byte 0x0f,0x01,0xef" : : "a"(v), "c"(0), "d"(0) : "memory");
+}
+inline void wrpkru_count(uint64_t n) { bump_hot(Hot::wrpkru, n); }
+inline uint32_t rdpkru() { return rdpkru_on(simulated()); }
+// Every write is counted (a per-thread counter: no shared cache line, no locked instruction).
+inline void wrpkru(uint32_t v) {
+  wrpkru_count(1);
+  wrpkru_uncounted(simulated(), v);
 }
 
 struct CpuInfo {

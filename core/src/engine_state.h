@@ -37,7 +37,7 @@ struct alignas(64) KeyState {
   std::atomic<uint32_t> waiters{0};
   // A lock biased to one thread (its lock id; 0 none): the thread that keeps taking the lock
   // uncontended enters its critical section with plain stores instead of a locked instruction
-  // (KeyLock::fast_acquire). Anyone else takes `lock`, then revokes the bias (revoke_bias).
+  // (KeyLock::acquire_fast). Anyone else takes `lock`, then revokes the bias (revoke_bias).
   std::atomic<int32_t> bias{0};
   std::atomic<uint8_t> bias_busy{0};  // the biased thread is inside its critical section
   int32_t streak_id = 0;              // under `lock`: who took it last, and how many times running

@@ -226,9 +226,6 @@ namespace {
   return done;
 }
 
-}  // namespace
-
-namespace {
 [[gnu::always_inline]] inline bool fast_begin(EngineState &st, int vkey, int prot, int *rc) {
   int k = key_of_vkey(st, vkey);
   if (!k) return false;
@@ -248,9 +245,6 @@ namespace {
   return done;
 }
 
-}  // namespace
-
-namespace {
 [[gnu::always_inline]] inline bool fast_end(EngineState &st, int vkey, int *rc) {
   int k = key_of_vkey(st, vkey);
   if (!k) return false;

@@ -116,6 +116,23 @@ int region_claim(const char *name, const char *kind, uint64_t start, uint64_t le
   return -1;
 }
 
+void region_update(int slot, int key, int prot, int ceiling) {
+  if (slot < 0) return;
+  RegionSlot &s = stats_page().regions[slot];
+  constexpr auto rel = std::memory_order_relaxed;
+  // Only what changed is written: a toggled region's key and ceiling stay put.
+  if (s.key.load(rel) != key) s.key.store(key, rel);
+  if (s.prot.load(rel) != prot) s.prot.store(prot, rel);
+  if (s.ceiling.load(rel) != ceiling) s.ceiling.store(ceiling, rel);
+}
+
+// Bumped by the thread that toggles the region, under its key's lock: a plain load and store.
+void region_toggled(int slot) {
+  if (slot < 0) return;
+  std::atomic<uint64_t> &t = stats_page().regions[slot].toggles;
+  t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 void region_release(int slot) {
   if (slot >= 0) stats_page().regions[slot].used.store(0, std::memory_order_release);
 }

@@ -60,23 +60,9 @@ void note_inactive_reason(const char *why);
 
 // Region table. claim() returns a slot index or -1 (table full: the region is not listed).
 int region_claim(const char *name, const char *kind, uint64_t start, uint64_t len);
-// Inline: the fast paths call both on every toggle.
-inline void region_update(int slot, int key, int prot, int ceiling) {
-  if (slot < 0) return;
-  RegionSlot &s = stats_page().regions[slot];
-  constexpr auto rel = std::memory_order_relaxed;
-  // Only what changed is written: a toggled region's key and ceiling stay put.
-  if (s.key.load(rel) != key) s.key.store(key, rel);
-  if (s.prot.load(rel) != prot) s.prot.store(prot, rel);
-  if (s.ceiling.load(rel) != ceiling) s.ceiling.store(ceiling, rel);
-}
-// Bumped by the thread that toggles the region, under its key's lock: a plain load and store.
-inline void region_toggled(int slot) {
-  if (slot < 0) return;
-  std::atomic<uint64_t> &t = stats_page().regions[slot].toggles;
-  t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-}
-// region_toggled() and the new permission, for a toggle that changes nothing else.
+void region_update(int slot, int key, int prot, int ceiling);
+void region_toggled(int slot);
+// Both for a toggle that changes only the permission; inline: the fast path calls it on every one.
 inline void region_toggled_to(int slot, int prot) {
   if (slot < 0) return;
   RegionSlot &s = stats_page().regions[slot];

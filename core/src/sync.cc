@@ -115,8 +115,7 @@ void sync_handler(int, siginfo_t *, void *uctx) {
         Rights r = target();
         for (;;) {
           auto had = static_cast<Rights>(rec->held[k].load(std::memory_order_relaxed));
-          if (r != Rights::kNone) note_held(*st, rec, k, r);
-          else rec->held[k].store(0, std::memory_order_seq_cst);
+          note_held(*st, rec, k, r);
           if (r > had || (r < had && (exact >> k & 1u))) held_fence(*st);
           Rights now = target();
           if (now == r) break;
