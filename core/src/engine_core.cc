@@ -204,10 +204,16 @@ int fold_excepts(EngineState &st, PageGroup &g) {
   if (!g.nexcepts) return 0;
   KeyLock kl(st, g.hw_key);
   int prot = g.hw_key ? g.page_prot() : g.prot;
-  for (int i = 0; i < g.nexcepts; ++i)
+  // Keyed exceptions stay on their keys (the caller set their permission).
+  for (int i = 0; i < g.nexcepts;) {
+    if (g.keyed[i]) {
+      ++i;
+      continue;
+    }
     if (int rc = tag(g.excepts[i].start, g.excepts[i].len, prot, g.hw_key)) return rc;
-  g.nexcepts = 0;
-  if (g.hw_key) publish_view(st, g);  // the fast paths may serve it again
+    g.drop_except(i);
+  }
+  if (g.hw_key) publish_view(st, g);  // without exceptions the fast paths may serve it again
   return 0;
 }
 

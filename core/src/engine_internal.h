@@ -114,8 +114,8 @@ void clear_view(KeyState &ks);
 // Applies prot with key to every range of g but its page-level exceptions. Returns 0 or -errno
 // (first failure).
 int tag_ranges(const PageGroup &g, int prot, int key);
-// Folds g's page-level exceptions back into it: their pages take the group's key and page
-// permission again (its prot on key 0 when not resident). Returns 0 or -errno.
+// Folds g's plain page-level exceptions back into it: their pages take the group's key and page
+// permission again (its prot on key 0 when not resident); keyed ones stay. Returns 0 or -errno.
 int fold_excepts(EngineState &st, PageGroup &g);
 // Moves a resident group back to key 0 at exactly its process-wide prot. Returns 0 or -errno.
 // retag = false: the caller retags every page itself, at once, before anything else can use the

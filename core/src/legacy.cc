@@ -36,6 +36,7 @@ struct LegacyState {
   PageGroup *groups[kMaxGroups];
   int ngroups = 0;
   int next_vkey = kFirstVkey;
+  uint64_t tick = 0;  // keyed exceptions' opened_at
   // The hardware keys of each policy region's isolated groups (the call gates open them).
   std::atomic<uint32_t> region_keys[kMaxPolicyRegions];
 };
@@ -78,6 +79,28 @@ void recount_region_keys(LegacyState &ls, int region) {
 
 void remove_at(LegacyState &ls, int i) { ls.groups[i] = ls.groups[--ls.ngroups]; }
 
+int index_of(const LegacyState &ls, const PageGroup *g) {
+  for (int i = 0; i < ls.ngroups; ++i)
+    if (ls.groups[i] == g) return i;
+  return -1;
+}
+
+// g leaves the groups (its pages are off its key by now): as a keyed exception it becomes a plain
+// one of its group (its pages sit on key 0 at its own permission, as a plain one's do); its own
+// keyed exceptions become groups in their own right.
+void unlink_family(PageGroup &g) {
+  if (PageGroup *p = g.parent) {
+    for (int i = 0; i < p->nexcepts; ++i)
+      if (p->keyed[i] == &g) p->keyed[i] = nullptr;
+    g.parent = nullptr;
+  }
+  for (int i = 0; i < g.nexcepts; ++i)
+    if (PageGroup *c = g.keyed[i]) {
+      c->parent = nullptr;
+      g.keyed[i] = nullptr;
+    }
+}
+
 // Puts g's pages back on key 0 at exactly the permission the program last gave them and forgets
 // the group. Returns false if the page table could not be updated (the group then stays).
 // `gone` says the caller is about to unmap or replace all of the group's pages: an isolated
@@ -101,6 +124,7 @@ bool dissolve(EngineState &st, LegacyState &ls, int i, bool gone = false) {
               (void *)g->ranges[0].start, (size_t)g->ranges[0].len);
     isolation_forget(*g);
   }
+  unlink_family(*g);
   remove_at(ls, i);
   if (g->isolate) recount_region_keys(ls, g->region);
   region_release(g->stat_slot);
@@ -148,7 +172,7 @@ bool kernel_takes_whole(uintptr_t start, size_t len, int prot) {
 // g is given back because a call covered or cut it: a range whose group keeps being given back
 // this way is promoted again at most kMaxDissolves times.
 void note_cut(LegacyState &ls, const PageGroup &g) {
-  if (g.nranges != 1) return;
+  if (g.nranges != 1 || g.parent) return;  // a keyed exception is its group's, never promoted
   bool fresh;
   ToggleEntry &e = ls.tracker.touch(g.ranges[0].start, g.ranges[0].len, &fresh);
   if (fresh) e.region = g.region;
@@ -184,6 +208,7 @@ int give_back_and_mprotect(EngineState &st, LegacyState &ls, uintptr_t start, si
       note_cut(ls, *g);
       if (g->hw_key) unload(st, *g, /*retag=*/false);
       if (g->isolate) isolation_forget(*g);
+      unlink_family(*g);
       remove_at(ls, j);
       if (g->isolate) recount_region_keys(ls, g->region);
       region_release(g->stat_slot);
@@ -213,7 +238,7 @@ int find_containing(const LegacyState &ls, uintptr_t start, size_t len) {
   if (!maybe_tracked(start, len)) return -1;
   for (int i = 0; i < ls.ngroups; ++i) {
     const PageGroup *g = ls.groups[i];
-    if (g->nranges != 1 || g->isolate) continue;
+    if (g->nranges != 1 || g->isolate || g->parent) continue;
     uintptr_t gs = g->ranges[0].start, ge = gs + g->ranges[0].len;
     if (gs <= start && start + len <= ge && (gs != start || ge != start + len)) return i;
   }
@@ -274,6 +299,108 @@ void promote(EngineState &st, LegacyState &ls, ToggleEntry &e, int prot, Section
   region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
   bump(stats().promotions);
   MPK_LOG(kDebug, "range %p+%zu is a page group (key %d, ceiling %d)", (void *)e.start, e.len, g->hw_key, g->ceiling);
+}
+
+// A call on the whole of g: its keyed exceptions take prot as well, by PKRU. One that lost its key
+// or cannot take prot becomes a plain exception (its pages on key 0 at its own permission), which
+// fold_excepts then folds. Caller: the lock, g's key lock.
+int set_keyed_prot(EngineState &st, LegacyState &ls, PageGroup &g, int prot, Section &s) {
+  for (int i = 0; i < g.nexcepts; ++i) {
+    PageGroup *c = g.keyed[i];
+    if (!c) continue;
+    KeyLock kl(st, c->hw_key);  // its fast path changes its permission under this lock
+    if (c->prot == prot) continue;
+    c->opened_at = ++ls.tick;  // it was apart: the program has been using it
+    if (c->hw_key && legacy_fits(*c, prot)) {
+      if (int rc = set_group_prot(st, *c, prot, s)) return rc;
+      continue;
+    }
+    if (int at = index_of(ls, c); at < 0 || !dissolve(st, ls, at, /*gone=*/true)) return -ENOMEM;
+  }
+  return 0;
+}
+
+// Keyed exception i of g, at g's permission, rejoins g: its pages take g's key again and its own
+// key is given up. Caller: the lock, g's key lock.
+bool rejoin_keyed(EngineState &st, LegacyState &ls, PageGroup &g, int i) {
+  PageGroup *c = g.keyed[i];
+  KeyLock kl(st, c->hw_key);
+  if (c->prot != g.prot) return false;  // opened again meanwhile (its fast path)
+  // Ordering: the pages leave c's key before the key is released (no free key is on any page).
+  if (key_mprotect(reinterpret_cast<void *>(g.excepts[i].start), g.excepts[i].len, g.page_prot(), g.hw_key) != 0)
+    return false;
+  g.drop_except(i);
+  c->parent = nullptr;
+  unload(st, *c, /*retag=*/false);
+  if (int at = index_of(ls, c); at >= 0) remove_at(ls, at);
+  delete_group(st, c);
+  return true;
+}
+
+// Makes [start, start+len), inside g and clear of its exceptions, a keyed exception at prot: a
+// group of its own, on a key of its own, so that its calls and g's are PKRU writes (the kernel
+// would accept prot: the pages take g's ceiling and more, or nothing changes). Only with a key to
+// spare or a keyed exception of g's to give way, never by evicting another group. True if done;
+// false with nothing changed. Caller: the lock, g's key lock.
+bool add_keyed_except(EngineState &st, LegacyState &ls, PageGroup &g, uintptr_t start, size_t len, int prot,
+                      Section &s) {
+  // Only in a group the program has set whole since it became one: a large reservation it cuts
+  // into its real areas (which become the groups) does not hand out keys on the way.
+  if (!g.hw_key || !g.toggles || g.exec_exact || g.parent || ls.ngroups == kMaxGroups ||
+      g.nexcepts == PageGroup::kMaxExcepts)
+    return false;
+  for (int i = 0; i < g.nexcepts; ++i)
+    if (g.excepts[i].start < start + len && start < g.excepts[i].start + g.excepts[i].len) return false;
+  auto key_to_spare = [&] { return st.cache.find_free() || st.keys_taken < st.key_budget; };
+  if (g.nkeyed() >= PageGroup::kMaxKeyed || !key_to_spare()) {
+    // The keyed exception opened least recently of those back at g's permission gives way.
+    int victim = -1;
+    for (int i = 0; i < g.nexcepts; ++i) {
+      PageGroup *c = g.keyed[i];
+      if (!c || !c->hw_key || (victim >= 0 && c->opened_at >= g.keyed[victim]->opened_at)) continue;
+      KeyLock kl(st, c->hw_key);
+      if (c->prot == g.prot) victim = i;
+    }
+    if (victim < 0 || !rejoin_keyed(st, ls, g, victim) || !key_to_spare()) return false;
+  }
+  PageGroup *c = new_group(st, ls.next_vkey++);
+  if (!c) return false;
+  c->parent = &g;
+  c->region = g.region;
+  c->exec_exact = false;
+  c->eager = g.eager;
+  c->ceiling = g.ceiling | prot;
+  c->prot = prot;
+  c->opened_at = ++ls.tick;
+  // Ordering: the range is g's exception before its pages leave g's key, so that no retag of g
+  // puts them back.
+  if (!c->add_range(g_arena, start, len) || !g.add_keyed(c)) {
+    delete_group(st, c);
+    return false;
+  }
+  if (!load(st, *c, /*may_evict=*/false, s.rec)) {
+    g.drop_except(g.nexcepts - 1);
+    // A failed tagging left the pages on key 0 at prot; otherwise they are still on g's key.
+    key_mprotect(reinterpret_cast<void *>(start), len, g.page_prot(), g.hw_key);
+    delete_group(st, c);
+    return false;
+  }
+  s.grant |= 1u << c->hw_key;
+  ls.groups[ls.ngroups++] = c;
+  publish_view(st, g);  // not fast while it has exceptions
+  MPK_LOG(kDebug, "range %p+%zu of group %p+%zu has a key of its own (key %d)", (void *)start, len,
+          (void *)g.ranges[0].start, (size_t)g.ranges[0].len, c->hw_key);
+  return true;
+}
+
+// Keyed exceptions of g that [start, start+len) overlaps become plain ones (caller: the lock, g's
+// key lock): a call on a part of one, or beyond its ceiling, is the kernel's to answer.
+void demote_keyed(EngineState &st, LegacyState &ls, PageGroup &g, uintptr_t start, size_t len) {
+  for (int i = 0; i < g.nexcepts; ++i) {
+    PageGroup *c = g.keyed[i];
+    if (c && g.excepts[i].start < start + len && start < g.excepts[i].start + g.excepts[i].len)
+      if (int at = index_of(ls, c); at >= 0) dissolve(st, ls, at, /*gone=*/true);
+  }
 }
 
 // A call made while this thread is inside the engine goes straight to the kernel: the policy's
@@ -350,8 +477,10 @@ namespace {
       // this under its key's lock.
       KeyLock kl(*st, g->hw_key);
       int rc = set_group_prot(*st, *g, prot, s);
-      // The whole group has one permission again: its page-level exceptions rejoin it (after
-      // the rights changed, so no page is more open than the program asked for on the way).
+      // The whole group has one permission again: its keyed exceptions take it, its plain ones
+      // rejoin it (after the rights changed, so no page is more open than the program asked for
+      // on the way).
+      if (rc == 0) rc = set_keyed_prot(*st, *ls, *g, prot, s);
       if (rc == 0) rc = fold_excepts(*st, *g);
       ++g->toggles;
       region_toggled(g->stat_slot);
@@ -365,27 +494,38 @@ namespace {
   bump(stats().legacy_passthrough);
   int j = find_containing(*ls, start, rlen);
   if (j >= 0 && prot != PROT_EXEC) {
-    // Part of a group: a page-level exception. The sub-range goes to key 0 at exactly prot (the
-    // kernel's answer is the call's), the group keeps its key for the rest, and nothing is
-    // dissolved: a JIT that opens one page of its code area at a time does not thrash. A group
+    // Part of a group: a page-level exception. The sub-range gets a key of its own if it can
+    // (add_keyed_except), else it goes to key 0 at exactly prot (the kernel's answer is the
+    // call's); the group keeps its key for the rest, and nothing is dissolved: a JIT that opens
+    // one page of its code area at a time does not thrash. A group
     // cut kCutsBeforeSplit times and never set whole since it became one (a large reservation
     // whose halves are the real code areas) gives way instead. Exceptions do not count towards
     // their own promotion: once the group is gone ranges are counted afresh, and the ones the
     // program really sets whole become the groups.
     PageGroup *g = ls->groups[j];
     bool gives_way = g->toggles == 0 && g->cuts + 1 >= kCutsBeforeSplit;
-    if (!gives_way && g->nexcepts < PageGroup::kMaxExcepts) {
+    if (!gives_way) {
       KeyLock kl(*st, g->hw_key);
-      int rc = key_mprotect(addr, len, prot, 0);
-      // Cut out of a VMA on the group's key: the same kind of cut as a tagging (tag_bounds.h).
-      note_tag_bounds(start, rlen);
-      if (rc == 0) {
+      demote_keyed(*st, *ls, *g, start, rlen);
+      if (add_keyed_except(*st, *ls, *g, start, rlen, prot, s)) {
+        // A keyed exception: the program's calls on it and on the whole group are PKRU writes.
+        note_tag_bounds(start, rlen);
         ++g->cuts;
-        g->add_except(start, rlen);
-        if (g->hw_key) publish_view(*st, *g);  // not fast while it has exceptions
         bump(stats().exceptions);
+        return 0;
       }
-      return rc;
+      if (g->nexcepts < PageGroup::kMaxExcepts) {
+        int rc = key_mprotect(addr, len, prot, 0);
+        // Cut out of a VMA on the group's key: the same kind of cut as a tagging (tag_bounds.h).
+        note_tag_bounds(start, rlen);
+        if (rc == 0) {
+          ++g->cuts;
+          g->add_except(start, rlen);
+          if (g->hw_key) publish_view(*st, *g);  // not fast while it has exceptions
+          bump(stats().exceptions);
+        }
+        return rc;
+      }
     }
   }
   int rc = give_back_and_mprotect(*st, *ls, start, rlen, addr, len, prot);

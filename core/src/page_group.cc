@@ -41,16 +41,23 @@ bool PageGroup::add_except(uintptr_t start, size_t len) {
     merged = false;
     for (int i = 0; i < nexcepts; ++i) {
       uintptr_t es = excepts[i].start, ee = es + excepts[i].len;
-      if (ee < s || es > e) continue;
+      if (ee < s || es > e || keyed[i]) continue;
       if (es < s) s = es;
       if (ee > e) e = ee;
-      excepts[i] = excepts[--nexcepts];
+      drop_except(i);
       merged = true;
       break;
     }
   }
   if (nexcepts == kMaxExcepts) return false;
   excepts[nexcepts++] = Range{s, e - s};
+  return true;
+}
+
+bool PageGroup::add_keyed(PageGroup *child) {
+  if (nexcepts == kMaxExcepts) return false;
+  keyed[nexcepts] = child;
+  excepts[nexcepts++] = child->ranges[0];
   return true;
 }
 

@@ -60,6 +60,31 @@ struct PageGroup {
   static constexpr int kMaxExcepts = 8;
   Range excepts[kMaxExcepts] = {};
   uint8_t nexcepts = 0;
+  // Keyed exceptions: an exception can be a group of its own (keyed[i], whose one range is
+  // excepts[i]) with a key of its own, so that the program's calls on it and the group's calls on
+  // the whole range are PKRU writes (a JIT opening the page it writes, then its whole code area).
+  // Its pages sit on its key; a call on the whole group sets its permission too. Keyed entries
+  // never merge with others. At most kMaxKeyed per group, the least recently opened one giving
+  // way to a new one.
+  static constexpr int kMaxKeyed = 3;
+  PageGroup *keyed[kMaxExcepts] = {};
+  PageGroup *parent = nullptr;  // set in a keyed exception: the group it is an exception of
+  uint64_t opened_at = 0;       // a keyed exception: when a whole-group call last found it apart
+
+  int nkeyed() const {
+    int n = 0;
+    for (int i = 0; i < nexcepts; ++i) n += keyed[i] != nullptr;
+    return n;
+  }
+  // Adds child's one range as a keyed exception. False if the table is full.
+  bool add_keyed(PageGroup *child);
+  // Forgets exception i (keyed or not).
+  void drop_except(int i) {
+    --nexcepts;
+    excepts[i] = excepts[nexcepts];
+    keyed[i] = keyed[nexcepts];
+    keyed[nexcepts] = nullptr;
+  }
 
   // Page-table permission while resident: data rights up to the ceiling (PKRU narrows them per
   // thread); execute exactly as `prot` says (keys never restrict instruction fetch), or the
@@ -74,8 +99,8 @@ struct PageGroup {
   // Removes [start, start+len) from the group's ranges, splitting where needed.
   bool remove_span(MetaArena &arena, uintptr_t start, size_t len);
   bool overlaps(uintptr_t start, size_t len) const;
-  // Adds [start, start+len) to the exceptions, merged with those it overlaps or touches. False if
-  // the table is full (nothing changed).
+  // Adds [start, start+len) to the exceptions, merged with the plain ones it overlaps or touches
+  // (the caller made sure it overlaps no keyed one). False if the table is full (nothing changed).
   bool add_except(uintptr_t start, size_t len);
   // Calls f(start, len) for each piece of the group's ranges that is not an exception.
   template <typename F>

@@ -30,7 +30,7 @@
   X(lazy_grants, "faults repaired by a lazy grant")                               \
   X(efault_repairs, "system calls retried after an EFAULT repair")                \
   X(violations, "protection faults that were the program's own")                 \
-  X(exceptions, "mprotect calls on part of a group served as a page-level exception")     \
+  X(exceptions, "mprotect calls on part of a group served as a new page-level exception")  \
   X(vma_joins, "mremap calls whose old range was joined back into one VMA first")   \
   X(region_allocs, "allocations served by a region heap")                         \
   X(region_frees, "region heap blocks freed")                                     \

@@ -53,31 +53,152 @@ TEST_F(Emulation, ErrorsAreTheKernels) {
   EXPECT_TRUE(Has(m.base(), RW));
 }
 
-TEST_F(Emulation, PartOfAGroupIsAPageLevelExceptionUntilTheWholeIsSetAgain) {
+TEST_F(Emulation, PartOfAGroupIsAKeyedExceptionThatTheWholeSetsAgain) {
   Mapping m(4);
   shimt::Toggle(m, 3);
   ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
   int key = shimt::emulating() ? mpkt::pkey_of(m.base()) : 0;
   uint64_t exceptions = shimt::counter(&mpk::Stats::exceptions);
-  // The second page alone: it leaves the group's key for exactly RW; the group keeps the rest.
+  // The second page alone: it leaves the group's key for a key of its own, at RW; the group
+  // keeps the rest.
   ASSERT_EQ(mprotect(m.base() + 4096, 4096, RW), 0);
   EXPECT_TRUE(Has(m.base(), PROT_READ));
   EXPECT_TRUE(Has(m.base() + 4096, RW));
   EXPECT_TRUE(Has(m.base() + 2 * 4096, PROT_READ));
+  int own = shimt::emulating() ? mpkt::pkey_of(m.base() + 4096) : 0;
   if (shimt::emulating()) {
     EXPECT_NE(key, 0);
     EXPECT_EQ(mpkt::pkey_of(m.base()), key);
-    EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), 0);
+    EXPECT_NE(own, 0);
+    EXPECT_NE(own, key);
     EXPECT_EQ(mpkt::pkey_of(m.base() + 2 * 4096), key);
     EXPECT_EQ(shimt::counter(&mpk::Stats::exceptions) - exceptions, 1u);
   }
-  // The whole range again: the page rejoins the group, at the group's permission.
+  // The whole range again: the page takes the group's permission, on its own key still.
   ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
   EXPECT_TRUE(Has(m.base() + 4096, PROT_READ));
-  if (shimt::emulating()) EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), key);
+  if (shimt::emulating()) EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), own);
+  // From now on the page and the whole are PKRU writes, no system call.
+  uint64_t emulated = shimt::counter(mpk::Hot::legacy_emulated);
+  ASSERT_EQ(mprotect(m.base() + 4096, 4096, RW), 0);
+  EXPECT_TRUE(Has(m.base() + 4096, RW));
+  EXPECT_TRUE(Has(m.base(), PROT_READ));
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_NONE), 0);
+  EXPECT_TRUE(Has(m.base() + 4096, PROT_NONE));
+  EXPECT_TRUE(Has(m.base() + 3 * 4096, PROT_NONE));
   ASSERT_EQ(mprotect(m.base(), m.bytes(), RW), 0);
   EXPECT_TRUE(Has(m.base() + 4096, RW));
   EXPECT_TRUE(Has(m.base() + 3 * 4096, RW));
+  if (shimt::emulating()) {
+    EXPECT_EQ(shimt::counter(mpk::Hot::legacy_emulated) - emulated, 3u);
+    EXPECT_EQ(shimt::counter(&mpk::Stats::exceptions) - exceptions, 1u);
+    EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), own);
+  }
+}
+
+TEST_F(Emulation, OtherThreadsFollowAKeyedException) {
+  Mapping m(4);
+  shimt::Toggle(m, 3);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  mpkt::Worker w;
+  ASSERT_EQ(mprotect(m.base() + 2 * 4096, 4096, RW), 0);
+  w.Run([&] {
+    EXPECT_TRUE(Has(m.base() + 2 * 4096, RW));
+    EXPECT_TRUE(Has(m.base() + 4096, PROT_READ));
+    m.base()[2 * 4096 + 9] = 42;
+  });
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  w.Run([&] {
+    EXPECT_TRUE(Has(m.base() + 2 * 4096, PROT_READ));
+    EXPECT_EQ(mpkt::probe_read(m.base() + 2 * 4096 + 9), 42);
+  });
+  ASSERT_EQ(mprotect(m.base() + 2 * 4096, 4096, PROT_NONE), 0);
+  w.Run([&] { EXPECT_TRUE(Has(m.base() + 2 * 4096, PROT_NONE)); });
+  EXPECT_TRUE(Has(m.base() + 2 * 4096, PROT_NONE));
+}
+
+TEST_F(Emulation, TheKeyedExceptionOpenedLeastRecentlyGivesWay) {
+  Mapping m(8);
+  shimt::Toggle(m, 3);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  int key = shimt::emulating() ? mpkt::pkey_of(m.base()) : 0;
+  // Pages 1, 2 and 3 opened in turn, each closed by a call on the whole: three keyed exceptions.
+  for (int page = 1; page <= 3; ++page) {
+    ASSERT_EQ(mprotect(m.base() + page * 4096, 4096, RW), 0);
+    m.base()[page * 4096] = static_cast<uint8_t>(page);
+    ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  }
+  // Page 1 is opened again: it is the most recent now, page 2 the least.
+  ASSERT_EQ(mprotect(m.base() + 4096, 4096, RW), 0);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  // A fourth page: page 2 rejoins the group (its key is given up for page 4's).
+  ASSERT_EQ(mprotect(m.base() + 4 * 4096, 4096, RW), 0);
+  EXPECT_TRUE(Has(m.base() + 4 * 4096, RW));
+  EXPECT_TRUE(Has(m.base() + 2 * 4096, PROT_READ));
+  if (shimt::emulating()) {
+    EXPECT_EQ(mpkt::pkey_of(m.base() + 2 * 4096), key);
+    EXPECT_NE(mpkt::pkey_of(m.base() + 4 * 4096), key);
+    EXPECT_NE(mpkt::pkey_of(m.base() + 4 * 4096), 0);
+    EXPECT_NE(mpkt::pkey_of(m.base() + 4096), key);
+    EXPECT_NE(mpkt::pkey_of(m.base() + 3 * 4096), key);
+  }
+  // Pages 5 and 6 while 1, 3 and 4 are all open: none is back at the group's permission to
+  // give way, so these are plain exceptions on the page table.
+  ASSERT_EQ(mprotect(m.base() + 4096, 4096, RW), 0);
+  ASSERT_EQ(mprotect(m.base() + 3 * 4096, 4096, RW), 0);
+  ASSERT_EQ(mprotect(m.base() + 5 * 4096, 4096, PROT_NONE), 0);
+  EXPECT_TRUE(Has(m.base() + 5 * 4096, PROT_NONE));
+  EXPECT_TRUE(Has(m.base() + 4 * 4096, RW));
+  if (shimt::emulating()) EXPECT_EQ(mpkt::pkey_of(m.base() + 5 * 4096), 0);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  for (int page = 0; page < 8; ++page) EXPECT_TRUE(Has(m.base() + page * 4096, PROT_READ)) << "page " << page;
+  for (int page = 1; page <= 3; ++page) EXPECT_EQ(mpkt::probe_read(m.base() + page * 4096), page);
+  if (shimt::emulating()) EXPECT_EQ(mpkt::pkey_of(m.base() + 5 * 4096), key);
+}
+
+TEST_F(Emulation, ACallOnPartOfAKeyedExceptionIsTheKernels) {
+  Mapping m(6);
+  shimt::Toggle(m, 3);
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  int key = shimt::emulating() ? mpkt::pkey_of(m.base()) : 0;
+  ASSERT_EQ(mprotect(m.base() + 4096, 2 * 4096, RW), 0);  // pages 1-2: a keyed exception
+  m.base()[4096] = 5;
+  m.base()[2 * 4096] = 6;
+  // Page 2 alone: the keyed exception becomes a plain one (its pages on the page table at RW),
+  // and page 2 takes R there.
+  ASSERT_EQ(mprotect(m.base() + 2 * 4096, 4096, PROT_READ), 0);
+  EXPECT_TRUE(Has(m.base() + 4096, RW));
+  EXPECT_TRUE(Has(m.base() + 2 * 4096, PROT_READ));
+  if (shimt::emulating()) {
+    EXPECT_EQ(mpkt::pkey_of(m.base() + 4096), 0);
+    EXPECT_EQ(mpkt::pkey_of(m.base() + 2 * 4096), 0);
+    EXPECT_EQ(mpkt::pkey_of(m.base() + 3 * 4096), key);
+  }
+  // Page 4, a keyed exception, then pages 1-4 over it and the plain one: the page table's.
+  ASSERT_EQ(mprotect(m.base() + 4 * 4096, 4096, RW), 0);
+  if (shimt::emulating()) {
+    EXPECT_NE(mpkt::pkey_of(m.base() + 4 * 4096), 0);
+    EXPECT_NE(mpkt::pkey_of(m.base() + 4 * 4096), key);
+  }
+  uint64_t exceptions = shimt::counter(&mpk::Stats::exceptions);
+  ASSERT_EQ(mprotect(m.base() + 4096, 4 * 4096, PROT_NONE), 0);
+  EXPECT_TRUE(Has(m.base() + 3 * 4096, PROT_NONE));
+  EXPECT_TRUE(Has(m.base() + 4 * 4096, PROT_NONE));
+  EXPECT_TRUE(Has(m.base() + 5 * 4096, PROT_READ));
+  if (shimt::emulating()) {
+    EXPECT_EQ(shimt::counter(&mpk::Stats::exceptions) - exceptions, 1u);
+    for (int page = 1; page <= 4; ++page) EXPECT_EQ(mpkt::pkey_of(m.base() + page * 4096), 0) << "page " << page;
+  }
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  EXPECT_EQ(mpkt::probe_read(m.base() + 4096), 5);
+  EXPECT_EQ(mpkt::probe_read(m.base() + 2 * 4096), 6);
+  if (shimt::emulating())
+    for (int page = 0; page < 6; ++page) EXPECT_EQ(mpkt::pkey_of(m.base() + page * 4096), key) << "page " << page;
+  // Unmapped with a keyed exception open: the keys are given back with the pages.
+  ASSERT_EQ(mprotect(m.base() + 4096, 4096, RW), 0);
+  ASSERT_EQ(munmap(m.base(), m.bytes()), 0);
+  m.Forget();
+  EXPECT_FALSE(mpkt::is_mapped(m.base() + 4096));
 }
 
 TEST_F(Emulation, MunmapAndMapFixedDropTheGroup) {

@@ -275,4 +275,57 @@ TEST_F(ShimSimThreads, ThreadsComeAndGoWhileRevocationsRun) {
   EXPECT_EQ(munmap(m, kBytes), 0);
 }
 
+// Keyed exceptions (legacy.h): each worker opens and closes a page of its own inside a group
+// (their fast path, on the page's own key) while the main thread sets the whole group again and
+// again (the slow path, which sets every keyed exception too). Nothing may be lost: once the main
+// thread's last call returns, every thread holds at most that right on every key, and the pages
+// are still keyed exceptions.
+TEST_F(ShimSimThreads, KeyedExceptionsToggleWhileTheWholeGroupIsSet) {
+  constexpr int kWorkers = 2, kRounds = 3000;
+  constexpr size_t kBig = 4 * 4096;
+  void *p = mmap(nullptr, kBig, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  auto *m = static_cast<uint8_t *>(p);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(mprotect(m, kBig, PROT_READ) | mprotect(m, kBig, RW), 0);
+  ASSERT_EQ(mprotect(m, kBig, PROT_READ), 0);
+  const int key = region_key(m);
+  ASSERT_GT(key, 0) << "the range did not become a resident group";
+  uint64_t exceptions0 = counter(&mpk::Stats::exceptions), emulated0 = counter(mpk::Hot::legacy_emulated);
+
+  std::atomic<int> phase{0};  // 2: the main thread's last call returned
+  std::atomic<int> ready{0}, bad{0}, stale{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorkers; ++w) {
+    workers.emplace_back([&, w] {
+      uint8_t *page = m + (w + 1) * 4096;
+      for (int r = 0; r < kRounds; ++r) {
+        if (mprotect(page, 4096, RW) != 0) ++bad;
+        page[r % 4096] = static_cast<uint8_t>(r);
+        if (mprotect(page, 4096, PROT_READ) != 0) ++bad;
+      }
+      ready.fetch_add(1);
+      while (phase.load() != 2) spin_pause();
+      // A worker was given nothing but its own page's right (grants are per key and this one's
+      // own): no key may give it more than the last call's right.
+      for (int k = 1; k < 16; ++k)
+        if (own_rights(k) > rights_of(PROT_READ)) ++stale;
+    });
+  }
+  uint64_t whole = 0;  // the main thread's calls on the whole group, until the workers are done
+  for (; ready.load() != kWorkers || whole < 2; ++whole)
+    if (mprotect(m, kBig, whole % 2 ? PROT_READ : RW) != 0) ++bad;
+  ASSERT_EQ(mprotect(m, kBig, PROT_READ), 0);
+  phase.store(2);
+  for (auto &t : workers) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(stale.load(), 0) << "a thread holds more than the whole group's last permission";
+  EXPECT_LE(own_rights(key), rights_of(PROT_READ));
+  EXPECT_EQ(region_key(m), key);
+  // Each page became a keyed exception once (a plain one would count again at every call);
+  // every later call was a PKRU write.
+  EXPECT_EQ(counter(&mpk::Stats::exceptions) - exceptions0, static_cast<uint64_t>(kWorkers));
+  EXPECT_GE(counter(mpk::Hot::legacy_emulated) - emulated0, whole + 1 + kWorkers * (2 * kRounds - 1));
+  ASSERT_EQ(munmap(m, kBig), 0);
+}
+
 }  // namespace
