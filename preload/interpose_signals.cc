@@ -91,6 +91,7 @@ void call_program_handler(const struct sigaction &a, int sig, siginfo_t *si, voi
 
 void trampoline(int sig, siginfo_t *si, void *uc) {
   HandlerPkru frame;  // first: models the kernel's PKRU handling for simulated keys
+  HandlerRunning running;
   // The thread was inside the engine: the handler runs when it leaves (signal_defer.h).
   if (defer_signal_inside_engine(sig, si)) return;
   int saved = errno;
@@ -120,6 +121,7 @@ void default_action(siginfo_t *si) {
 
 void fault_handler(int sig, siginfo_t *si, void *uc) {
   HandlerPkru frame;  // first: models the kernel's PKRU handling for simulated keys
+  HandlerRunning running;
   int saved = errno;
   // The handler starts with the default PKRU, which closes the metadata key; it reads the state.
   // sigreturn restores the interrupted PKRU, so this lasts only as long as the handler.
@@ -210,6 +212,7 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
 // SIGTRAP: the end of an audit step (isolation.h), else the program's own trap.
 void trap_handler(int sig, siginfo_t *si, void *uc) {
   HandlerPkru frame;  // first: models the kernel's PKRU handling for simulated keys
+  HandlerRunning running;
   int saved = errno;
   wrpkru(outside_meta(rdpkru()));
   if (isolation_step_close(uc)) {

@@ -20,6 +20,25 @@ namespace mpk {
 constinit thread_local uint64_t t_syncs_taken __attribute__((tls_model("initial-exec"))) = 0;
 
 namespace {
+// The shim's handlers running on each thread, by record index. Outside the metadata (a fault
+// handler runs with it closed); not a right: a wrong count only changes how long a revoker waits.
+constinit std::atomic<uint16_t> g_handlers_running[ThreadRegistry::kMaxThreads] = {};
+}  // namespace
+
+HandlerRunning::HandlerRunning() : slot_(-1) {
+  // Only compared, never read through: t_self may be anything (the roots page is not).
+  const ThreadRecord *r = t_self, *base = g_roots.records;
+  if (r && base && r >= base && r < base + ThreadRegistry::kMaxThreads) {
+    slot_ = static_cast<int>(r - base);
+    g_handlers_running[slot_].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+HandlerRunning::~HandlerRunning() {
+  if (slot_ >= 0) g_handlers_running[slot_].fetch_sub(1, std::memory_order_relaxed);
+}
+
+namespace {
 
 constexpr uint32_t kFpXstateMagic1 = 0x46505853u;
 constexpr int kSwBytesOffset = 464;   // struct _fpx_sw_bytes inside the legacy FXSAVE area
@@ -69,6 +88,7 @@ bool interrupted_a_handler(void *uctx) {
 
 void sync_handler(int, siginfo_t *, void *uctx) {
   HandlerPkru frame;
+  HandlerRunning running;
   ++t_syncs_taken;
   int saved_errno = errno;
   // Handlers start with the default PKRU (every non-zero key disabled); open the metadata key for
@@ -544,6 +564,9 @@ bool sync_keys(EngineState &st, uint32_t keys, ThreadRecord *self, bool may_reap
           if (sys::tgkill(pid, t.tid, 0) == -ESRCH) {
             if (may_reap && t.rec->tid.load() == t.tid) reap_thread(st, t.rec);
             t.rec = nullptr;
+          } else if (g_handlers_running[t.rec->index()].load(std::memory_order_relaxed)) {
+            // Blocking while a handler of the shim's runs: it answers once that returns.
+            t.blocked_since = 0;
           } else if (!blocks_signal(t.tid, st.sync_signal)) {
             t.blocked_since = 0;
             signal_again(*t.rec, pid, t.tid, st.sync_signal);

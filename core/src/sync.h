@@ -66,4 +66,20 @@ ThreadRecord *register_unknown(EngineState &st);
 // g_lock.
 void reap_thread(EngineState &st, ThreadRecord *r);
 
+// One of the shim's signal handlers runs on the calling thread, from construction to destruction.
+// Their masks carry the sync signal, so meanwhile the thread blocks it: a revoker that finds it
+// blocking waits for the handler to return (up to its overall limit) instead of judging after
+// 20 ms that the thread blocks the signal for good, which a thread preempted inside a handler on
+// a loaded machine would otherwise be taken for. First in every handler (after HandlerPkru).
+class HandlerRunning {
+ public:
+  HandlerRunning();
+  ~HandlerRunning();
+  HandlerRunning(const HandlerRunning &) = delete;
+  HandlerRunning &operator=(const HandlerRunning &) = delete;
+
+ private:
+  int slot_;
+};
+
 }  // namespace mpk
