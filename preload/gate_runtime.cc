@@ -15,9 +15,17 @@
 #include "raw_log.h"
 #include "sys.h"
 
+// The gate stubs keep the caller's vector registers only across code that leaves them alone:
+// this file is built with general registers only, and its rare calls into other code go through
+// mpk_call_keeping_vectors (gate_stubs.S), which saves xmm0-7 around them.
+extern "C" void mpk_call_keeping_vectors(void (*fn)());
+
 namespace mpk::shim {
 
 namespace {
+
+void settle_keeping_vectors() { mpk_call_keeping_vectors(&gate_settle); }
+void claim_hot_slot_now() { claim_hot_slot(); }
 
 struct GateFrame {
   uintptr_t ret;        // offset 0: the caller's return address (gate_stubs.S)
@@ -37,7 +45,7 @@ constinit thread_local uint64_t t_alloc_regions __attribute__((tls_model("initia
 constinit thread_local int t_not_for_gates __attribute__((tls_model("initial-exec"))) = 0;
 
 void close_frame(const GateFrame &f) {
-  gate_close(f.keys);
+  gate_close<settle_keeping_vectors>(f.keys);
   if (f.allocate && f.region >= 0 && t_alloc_depth[f.region] && --t_alloc_depth[f.region] == 0)
     t_alloc_regions &= ~(uint64_t{1} << f.region);
 }
@@ -93,12 +101,19 @@ extern "C" __attribute__((visibility("hidden"))) GateEnter mpk_gate_enter(unsign
   t_depth = d + 1;
   std::atomic_signal_fence(std::memory_order_seq_cst);
   if (t.allocate && t_alloc_depth[t.region]++ == 0) t_alloc_regions |= uint64_t{1} << t.region;
-  mpk::gate_open(f.keys);
+  // The thread's statistics slot, which gate_open counts its PKRU write in, claimed out of line
+  // on the thread's first gated call.
+  if (!mpk::t_hot && mpk::t_hot_slot < 0) [[unlikely]] mpk_call_keeping_vectors(&claim_hot_slot_now);
+  mpk::gate_open<settle_keeping_vectors>(f.keys);
   return {t.target, &f};
 }
 
 // The gated function returned, or an exception left it (gate_stubs.S calls this from its
 // landing pad too): the frame is popped either way.
 extern "C" __attribute__((visibility("hidden"))) uintptr_t mpk_gate_exit(GateFrame *f) {
-  return mpk::shim::pop(f);
+  using namespace mpk::shim;
+  // The slot the entry claimed was given up meanwhile (the thread is exiting): claimed again
+  // out of line, as on entry, with the results in xmm0-1 kept.
+  if (!mpk::t_hot && mpk::t_hot_slot < 0) [[unlikely]] mpk_call_keeping_vectors(&claim_hot_slot_now);
+  return pop(f);
 }

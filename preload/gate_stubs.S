@@ -3,12 +3,13 @@
  * Stub i (16 bytes each, mpk_gate_stubs + 16 * i) puts i in r11 and jumps to mpk_gate_common,
  * which, with the caller's arguments untouched (rdi..r9, xmm0-7, al for varargs, stack arguments
  * where they were):
- *   1. saves the argument registers and calls mpk_gate_enter(i, return address, caller's rsp),
+ *   1. saves the argument registers (the general ones: see below for the vector ones) and calls
+ *      mpk_gate_enter(i, return address, caller's rsp),
  *      which pushes a frame on the thread's gate stack, opens the region's keys in the thread's
  *      PKRU and returns the real function and the frame;
  *   2. drops the caller's return address from the stack (it is in the frame) and calls the real
  *      function, so that its stack arguments are exactly where the caller put them;
- *   3. on return, saves the return registers (rax, rdx, xmm0, xmm1), calls mpk_gate_exit(frame),
+ *   3. on return, saves the return registers (rax, rdx), calls mpk_gate_exit(frame),
  *      which closes the keys and pops the frame, and jumps to the caller's return address.
  * During the call rbx holds the frame (rbx is callee-saved: the real function gives it back, and
  * an unwinder restores it), and the caller's rbx is kept in the frame. The unwind information
@@ -17,6 +18,18 @@
  * resumes unwinding as if the caller had called _Unwind_Resume itself. r10 and r11 are the only
  * registers the stub uses that the caller may not expect changed, as in any PLT stub.
  */
+
+/* The vector argument and result registers (xmm0-7 in, xmm0-1 out) are saved around
+ * mpk_gate_enter and mpk_gate_exit only where gate_runtime.cc may touch them: it is built to use
+ * general registers only (-mgeneral-regs-only), and the out-of-line calls it makes on rare paths
+ * go through mpk_call_keeping_vectors. A sanitized build instruments that code with calls into
+ * its runtime, so there (MPK_GATE_SAVE_VECTORS) the stubs save them. */
+#ifdef MPK_GATE_SAVE_VECTORS
+#define EXIT_RBX_SLOT 48
+#else
+#define EXIT_RBX_SLOT 16
+#endif
+
 	.text
 	.p2align 4
 	.globl	mpk_gate_stubs
@@ -42,8 +55,13 @@ mpk_gate_common:
 	.cfi_personality 0x9b, DW.ref.__gcc_personality_v0
 	.cfi_lsda 0x1b, .Lgate_lsda
 	/* Entered by a jump from a stub: the caller's return address at (%rsp), rsp = 8 mod 16. */
+#ifdef MPK_GATE_SAVE_VECTORS
 	subq	$200, %rsp
 	.cfi_adjust_cfa_offset 200
+#else
+	subq	$56, %rsp
+	.cfi_adjust_cfa_offset 56
+#endif
 	movq	%rdi, 0(%rsp)
 	movq	%rsi, 8(%rsp)
 	movq	%rdx, 16(%rsp)
@@ -51,6 +69,7 @@ mpk_gate_common:
 	movq	%r8, 32(%rsp)
 	movq	%r9, 40(%rsp)
 	movq	%rax, 48(%rsp)
+#ifdef MPK_GATE_SAVE_VECTORS
 	movaps	%xmm0, 64(%rsp)
 	movaps	%xmm1, 80(%rsp)
 	movaps	%xmm2, 96(%rsp)
@@ -62,6 +81,11 @@ mpk_gate_common:
 	movl	%r11d, %edi
 	movq	200(%rsp), %rsi
 	leaq	208(%rsp), %rdx
+#else
+	movl	%r11d, %edi
+	movq	56(%rsp), %rsi
+	leaq	64(%rsp), %rdx
+#endif
 	call	mpk_gate_enter
 	movq	%rax, %r11
 	movq	%rdx, %r10
@@ -72,6 +96,7 @@ mpk_gate_common:
 	movq	32(%rsp), %r8
 	movq	40(%rsp), %r9
 	movq	48(%rsp), %rax
+#ifdef MPK_GATE_SAVE_VECTORS
 	movaps	64(%rsp), %xmm0
 	movaps	80(%rsp), %xmm1
 	movaps	96(%rsp), %xmm2
@@ -82,6 +107,10 @@ mpk_gate_common:
 	movaps	176(%rsp), %xmm7
 	addq	$200, %rsp
 	.cfi_adjust_cfa_offset -200
+#else
+	addq	$56, %rsp
+	.cfi_adjust_cfa_offset -56
+#endif
 	movq	%rbx, 8(%r10)
 	movq	%r10, %rbx
 	addq	$8, %rsp
@@ -92,24 +121,34 @@ mpk_gate_common:
 .Lgate_call:
 	call	*%r11
 .Lgate_called:
+#ifdef MPK_GATE_SAVE_VECTORS
 	subq	$64, %rsp
 	.cfi_adjust_cfa_offset 64
-	movq	%rax, 0(%rsp)
-	movq	%rdx, 8(%rsp)
 	movaps	%xmm0, 16(%rsp)
 	movaps	%xmm1, 32(%rsp)
+#else
+	subq	$32, %rsp
+	.cfi_adjust_cfa_offset 32
+#endif
+	movq	%rax, 0(%rsp)
+	movq	%rdx, 8(%rsp)
 	movq	8(%rbx), %rax
-	movq	%rax, 48(%rsp)
+	movq	%rax, EXIT_RBX_SLOT(%rsp)
 	movq	%rbx, %rdi
 	call	mpk_gate_exit
 	movq	%rax, %r11
-	movq	48(%rsp), %rbx
+	movq	EXIT_RBX_SLOT(%rsp), %rbx
 	movq	0(%rsp), %rax
 	movq	8(%rsp), %rdx
+#ifdef MPK_GATE_SAVE_VECTORS
 	movaps	16(%rsp), %xmm0
 	movaps	32(%rsp), %xmm1
 	addq	$64, %rsp
 	.cfi_adjust_cfa_offset -64
+#else
+	addq	$32, %rsp
+	.cfi_adjust_cfa_offset -32
+#endif
 	jmp	*%r11
 .Lgate_landing:
 	/* An exception left the real function: rax = the exception, rbx = the frame, rsp = CFA. */
@@ -129,6 +168,39 @@ mpk_gate_common:
 	jmp	_Unwind_Resume@PLT
 	.cfi_endproc
 	.size	mpk_gate_common, . - mpk_gate_common
+
+/* mpk_call_keeping_vectors(fn): calls fn() with xmm0-7 kept (gate_runtime.cc's rare calls into
+ * code built with vector registers: the gated call's arguments or results are in them). */
+	.p2align 4
+	.globl	mpk_call_keeping_vectors
+	.hidden	mpk_call_keeping_vectors
+	.type	mpk_call_keeping_vectors, @function
+mpk_call_keeping_vectors:
+	.cfi_startproc
+	subq	$136, %rsp
+	.cfi_adjust_cfa_offset 136
+	movaps	%xmm0, 0(%rsp)
+	movaps	%xmm1, 16(%rsp)
+	movaps	%xmm2, 32(%rsp)
+	movaps	%xmm3, 48(%rsp)
+	movaps	%xmm4, 64(%rsp)
+	movaps	%xmm5, 80(%rsp)
+	movaps	%xmm6, 96(%rsp)
+	movaps	%xmm7, 112(%rsp)
+	call	*%rdi
+	movaps	0(%rsp), %xmm0
+	movaps	16(%rsp), %xmm1
+	movaps	32(%rsp), %xmm2
+	movaps	48(%rsp), %xmm3
+	movaps	64(%rsp), %xmm4
+	movaps	80(%rsp), %xmm5
+	movaps	96(%rsp), %xmm6
+	movaps	112(%rsp), %xmm7
+	addq	$136, %rsp
+	.cfi_adjust_cfa_offset -136
+	ret
+	.cfi_endproc
+	.size	mpk_call_keeping_vectors, . - mpk_call_keeping_vectors
 
 	.section .gcc_except_table,"a",@progbits
 	.p2align 2

@@ -29,7 +29,9 @@ void gate_settle();
 // computes every key again.
 
 // Opens `keys` for the calling thread (each key's depth + 1). Returns the keys this call opened
-// (their depth was 0).
+// (their depth was 0). Settle is gate_settle, or a caller's way of calling it (the gate stubs'
+// keeps the vector registers: gate_runtime.cc).
+template <void (*Settle)() = gate_settle>
 inline uint32_t gate_open(uint32_t keys) {
   uint32_t opened = 0;
   for (uint32_t m = keys; m; m &= m - 1) {
@@ -47,12 +49,13 @@ inline uint32_t gate_open(uint32_t keys) {
   wrpkru_uncounted(sim, v);
   wrpkru_count(1);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (rec && rec->acks.load(std::memory_order_relaxed) != acks) [[unlikely]] gate_settle();
+  if (rec && rec->acks.load(std::memory_order_relaxed) != acks) [[unlikely]] Settle();
   return opened;
 }
 
 // Closes `keys` (each key's depth - 1); a key whose depth reaches 0 goes back to the right the
-// state gives the thread.
+// state gives the thread. Settle: as for gate_open.
+template <void (*Settle)() = gate_settle>
 inline void gate_close(uint32_t keys) {
   uint32_t closed = 0;
   for (uint32_t m = keys; m; m &= m - 1) {
@@ -74,7 +77,7 @@ inline void gate_close(uint32_t keys) {
   wrpkru_uncounted(sim, v);
   wrpkru_count(1);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (rec && rec->acks.load(std::memory_order_relaxed) != acks) [[unlikely]] gate_settle();
+  if (rec && rec->acks.load(std::memory_order_relaxed) != acks) [[unlikely]] Settle();
 }
 
 }  // namespace mpk
