@@ -30,6 +30,18 @@
 #define EXIT_RBX_SLOT 16
 #endif
 
+/* xmm0-7 to or from 8 slots of 16 bytes at OFF(%rsp) (16-byte aligned). */
+	.macro save_vectors off
+	.irp n, 0, 1, 2, 3, 4, 5, 6, 7
+	movaps	%xmm\n, \off + 16 * \n(%rsp)
+	.endr
+	.endm
+	.macro restore_vectors off
+	.irp n, 0, 1, 2, 3, 4, 5, 6, 7
+	movaps	\off + 16 * \n(%rsp), %xmm\n
+	.endr
+	.endm
+
 	.text
 	.p2align 4
 	.globl	mpk_gate_stubs
@@ -70,14 +82,7 @@ mpk_gate_common:
 	movq	%r9, 40(%rsp)
 	movq	%rax, 48(%rsp)
 #ifdef MPK_GATE_SAVE_VECTORS
-	movaps	%xmm0, 64(%rsp)
-	movaps	%xmm1, 80(%rsp)
-	movaps	%xmm2, 96(%rsp)
-	movaps	%xmm3, 112(%rsp)
-	movaps	%xmm4, 128(%rsp)
-	movaps	%xmm5, 144(%rsp)
-	movaps	%xmm6, 160(%rsp)
-	movaps	%xmm7, 176(%rsp)
+	save_vectors 64
 	movl	%r11d, %edi
 	movq	200(%rsp), %rsi
 	leaq	208(%rsp), %rdx
@@ -97,14 +102,7 @@ mpk_gate_common:
 	movq	40(%rsp), %r9
 	movq	48(%rsp), %rax
 #ifdef MPK_GATE_SAVE_VECTORS
-	movaps	64(%rsp), %xmm0
-	movaps	80(%rsp), %xmm1
-	movaps	96(%rsp), %xmm2
-	movaps	112(%rsp), %xmm3
-	movaps	128(%rsp), %xmm4
-	movaps	144(%rsp), %xmm5
-	movaps	160(%rsp), %xmm6
-	movaps	176(%rsp), %xmm7
+	restore_vectors 64
 	addq	$200, %rsp
 	.cfi_adjust_cfa_offset -200
 #else
@@ -179,23 +177,9 @@ mpk_call_keeping_vectors:
 	.cfi_startproc
 	subq	$136, %rsp
 	.cfi_adjust_cfa_offset 136
-	movaps	%xmm0, 0(%rsp)
-	movaps	%xmm1, 16(%rsp)
-	movaps	%xmm2, 32(%rsp)
-	movaps	%xmm3, 48(%rsp)
-	movaps	%xmm4, 64(%rsp)
-	movaps	%xmm5, 80(%rsp)
-	movaps	%xmm6, 96(%rsp)
-	movaps	%xmm7, 112(%rsp)
+	save_vectors 0
 	call	*%rdi
-	movaps	0(%rsp), %xmm0
-	movaps	16(%rsp), %xmm1
-	movaps	32(%rsp), %xmm2
-	movaps	48(%rsp), %xmm3
-	movaps	64(%rsp), %xmm4
-	movaps	80(%rsp), %xmm5
-	movaps	96(%rsp), %xmm6
-	movaps	112(%rsp), %xmm7
+	restore_vectors 0
 	addq	$136, %rsp
 	.cfi_adjust_cfa_offset -136
 	ret
