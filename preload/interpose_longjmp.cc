@@ -1,4 +1,5 @@
-// interpose_longjmp.cc - a longjmp out of a gated call closes the gate (gates.h).
+// interpose_longjmp.cc - a longjmp out of a gated call closes the gate (gates.h), and one out of a
+// program's signal handler ends the handler for the shim (shim.h: handlers_leave_below).
 //
 // The jump's target stack pointer is in the jmp_buf, mangled by glibc (PTR_MANGLE on x86-64:
 // xor with the thread's pointer guard at %fs:0x30, then rotate left by 17); every gate entered
@@ -25,7 +26,9 @@ uintptr_t target_sp(const struct __jmp_buf_tag *env) {
 }
 
 [[noreturn]] void jump(const char *name, JumpFn *slot, struct __jmp_buf_tag *env, int val) {
-  mpk::shim::gates_leave_below(target_sp(env));
+  const uintptr_t sp = target_sp(env);
+  mpk::shim::handlers_leave_below(sp);
+  mpk::shim::gates_leave_below(sp);
   mpk::shim::next_cached(name, slot)(env, val);
   __builtin_unreachable();
 }

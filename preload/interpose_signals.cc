@@ -89,9 +89,36 @@ void call_program_handler(const struct sigaction &a, int sig, siginfo_t *si, voi
     a.sa_handler(sig);
 }
 
+// The program handlers running on this thread, innermost last (t_handler_depth of them; the
+// first kMaxHandlerFrames recorded): where each was called from, so that a longjmp out of one
+// (siglongjmp from a SIGSEGV handler is a common way back) ends it as its return would have.
+struct HandlerFrame {
+  uintptr_t sp;       // an address in the calling wrapper's frame
+  bool segv_blocked;  // t_segv_blocked before the handler
+  int sim_depth;      // the simulated signal frames (key_backend.h) including the wrapper's
+};
+constexpr int kMaxHandlerFrames = 32;
+constinit thread_local HandlerFrame t_handler_frames[kMaxHandlerFrames] __attribute__((tls_model("initial-exec")));
+
+// Calls the program's handler for sig, counted in t_handler_depth while it runs. segv_blocked:
+// t_segv_blocked to restore afterwards.
+[[gnu::noinline]] void run_program_handler(const struct sigaction &a, int sig, siginfo_t *si, void *uc,
+                                           bool segv_blocked) {
+  int d = t_handler_depth;
+  if (d < kMaxHandlerFrames)
+    t_handler_frames[d] = HandlerFrame{reinterpret_cast<uintptr_t>(__builtin_frame_address(0)), segv_blocked,
+                                       sim_frame_depth()};
+  // Ordering: the frame is recorded before the depth counts it (a nested handler pushes above).
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_handler_depth = d + 1;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  ++t_handlers_run;
+  call_program_handler(a, sig, si, uc);
+  t_handler_depth = d;
+}
+
 void trampoline(int sig, siginfo_t *si, void *uc) {
   HandlerPkru frame;  // first: models the kernel's PKRU handling for simulated keys
-  HandlerRunning running;
   // The thread was inside the engine: the handler runs when it leaves (signal_defer.h).
   if (defer_signal_inside_engine(sig, si)) return;
   int saved = errno;
@@ -101,10 +128,7 @@ void trampoline(int sig, siginfo_t *si, void *uc) {
   bool was_blocked = t_segv_blocked;
   if (sigismember(&a.sa_mask, SIGSEGV)) t_segv_blocked = true;
   errno = saved;
-  ++t_handler_depth;
-  ++t_handlers_run;
-  if (is_function(a)) call_program_handler(a, sig, si, uc);
-  --t_handler_depth;
+  if (is_function(a)) run_program_handler(a, sig, si, uc, was_blocked);
   saved = errno;
   t_segv_blocked = was_blocked;
   errno = saved;
@@ -121,13 +145,17 @@ void default_action(siginfo_t *si) {
 
 void fault_handler(int sig, siginfo_t *si, void *uc) {
   HandlerPkru frame;  // first: models the kernel's PKRU handling for simulated keys
-  HandlerRunning running;
   int saved = errno;
   // The handler starts with the default PKRU, which closes the metadata key; it reads the state.
   // sigreturn restores the interrupted PKRU, so this lasts only as long as the handler.
   wrpkru(outside_meta(rdpkru()));
   if (si->si_code == SEGV_PKUERR) {
-    if (lazy_grant(si->si_pkey, uc)) {
+    bool granted;
+    {
+      HandlerRunning running;  // the shim's own work only: a program handler may jump out
+      granted = lazy_grant(si->si_pkey, uc);
+    }
+    if (granted) {
       errno = saved;
       return;
     }
@@ -194,10 +222,7 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
     if (sigismember(&a.sa_mask, SIGSEGV)) t_segv_blocked = true;
     sys::raw(SYS_rt_sigprocmask, SIG_BLOCK, (long)&mask, (long)&old, sizeof(long));
     errno = saved;
-    ++t_handler_depth;
-    ++t_handlers_run;
-    call_program_handler(a, sig, si, uc);
-    --t_handler_depth;
+    run_program_handler(a, sig, si, uc, was_blocked);
     saved = errno;
     sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, sizeof(long));
     t_segv_blocked = was_blocked;
@@ -212,7 +237,6 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
 // SIGTRAP: the end of an audit step (isolation.h), else the program's own trap.
 void trap_handler(int sig, siginfo_t *si, void *uc) {
   HandlerPkru frame;  // first: models the kernel's PKRU handling for simulated keys
-  HandlerRunning running;
   int saved = errno;
   wrpkru(outside_meta(rdpkru()));
   if (isolation_step_close(uc)) {
@@ -227,10 +251,7 @@ void trap_handler(int sig, siginfo_t *si, void *uc) {
   }
   if (is_function(a)) {
     adopt_thread_rights(uc);
-    ++t_handler_depth;
-    ++t_handlers_run;
-    call_program_handler(a, sig, si, uc);
-    --t_handler_depth;
+    run_program_handler(a, sig, si, uc, t_segv_blocked);
   } else if (a.sa_handler == SIG_DFL) {
     struct sigaction dfl = default_disposition();
     real_sigaction(SIGTRAP, &dfl, nullptr);
@@ -248,6 +269,34 @@ bool owned(int sig) {
 }
 
 }  // namespace
+
+void handlers_leave_below(uintptr_t target_sp) {
+  if (t_handler_depth <= 0) return;
+  // The alternate stack, if this thread has one: a handler frame on it is left by a jump to a
+  // stack pointer that is not on it, whatever the two addresses' order.
+  stack_t ss{};
+  bool alt = sys::raw(SYS_sigaltstack, 0, (long)&ss) == 0 && !(ss.ss_flags & SS_DISABLE);
+  auto on_alt = [&](uintptr_t p) {
+    auto lo = reinterpret_cast<uintptr_t>(ss.ss_sp);
+    return alt && p >= lo && p < lo + ss.ss_size;
+  };
+  while (t_handler_depth > 0) {
+    int d = t_handler_depth - 1;
+    if (d >= kMaxHandlerFrames) {
+      --t_handler_depth;  // not recorded: taken as left with the recorded one below it
+      continue;
+    }
+    const HandlerFrame &f = t_handler_frames[d];
+    // The stack grows down: a target above the handler's caller is outside the handler.
+    if (!(f.sp < target_sp || (on_alt(f.sp) && !on_alt(target_sp)))) break;
+    t_segv_blocked = f.segv_blocked;
+    // The simulated signal frame of its wrapper goes without restoring its PKRU, as a real
+    // longjmp leaves the handler's PKRU in place (no sigreturn).
+    sim_frames_drop(f.sim_depth - 1);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    t_handler_depth = d;
+  }
+}
 
 void signals_install(bool audit_steps) {
   SigLock l;
@@ -319,6 +368,10 @@ MPK_EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction 
   bool managed = g_actions[sig].managed.load(std::memory_order_acquire);
   if (managed) {
     prev = read_action(sig);
+  } else if (owned(sig)) {
+    // The kernel holds the shim's handler; the program has set none: its action is the default
+    // (reporting the shim's handler would have a program that restores it call it as its own).
+    prev = default_disposition();
   } else if (real_sigaction(sig, nullptr, &prev) != 0) {
     return -1;
   }

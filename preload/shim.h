@@ -47,5 +47,8 @@ void altstack_enable();
 // alone is resumed: interpose_sigwait.cc).
 extern constinit thread_local uint64_t t_handlers_run __attribute__((tls_model("initial-exec")));
 void set_segv_view(bool blocked);
+// A longjmp to target_sp is about to run: the program signal handlers it jumps out of end here
+// (their count, the SIGSEGV view, simulated signal frames), as their return would have ended them.
+void handlers_leave_below(uintptr_t target_sp);
 
 }  // namespace mpk::shim

@@ -152,4 +152,10 @@ uint32_t *sim_frame_pkru() {
   return d > 0 && d <= kMaxFrames ? &t_frames[d - 1] : nullptr;
 }
 
+int sim_frame_depth() { return t_depth; }
+
+void sim_frames_drop(int depth) {
+  if (depth >= 0 && depth < t_depth) t_depth = depth;
+}
+
 }  // namespace mpk

@@ -67,5 +67,9 @@ class HandlerPkru {
 };
 // The innermost simulated frame's saved PKRU, or null outside a HandlerPkru.
 uint32_t *sim_frame_pkru();
+// How many simulated frames are open; a longjmp out of handlers drops those above `depth` without
+// restoring their PKRU (no sigreturn runs).
+int sim_frame_depth();
+void sim_frames_drop(int depth);
 
 }  // namespace mpk

@@ -4,6 +4,7 @@
 // in every thread before mprotect returns. Each thread checks its own simulated register.
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -326,6 +327,52 @@ TEST_F(ShimSimThreads, KeyedExceptionsToggleWhileTheWholeGroupIsSet) {
   EXPECT_EQ(counter(&mpk::Stats::exceptions) - exceptions0, static_cast<uint64_t>(kWorkers));
   EXPECT_GE(counter(mpk::Hot::legacy_emulated) - emulated0, whole + 1 + kWorkers * (2 * kRounds - 1));
   ASSERT_EQ(munmap(m, kBig), 0);
+}
+
+// A program that leaves a SIGSEGV handler with siglongjmp (a common way back from a fault) has
+// ended the handler as far as the shim is concerned: revocations reach the thread afterwards at
+// once. (Taken for still inside a handler, the thread would defer every sync signal and each
+// revocation would give up after 2 s and fall back to the page table.)
+sigjmp_buf g_jump_back;
+void jump_back(int) { siglongjmp(g_jump_back, 1); }
+
+TEST_F(ShimSimThreads, ASiglongjmpOutOfAHandlerEndsIt) {
+  struct sigaction sa{}, old{};
+  sa.sa_handler = jump_back;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGSEGV, &sa, &old), 0);
+  void *hole = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(hole, MAP_FAILED);
+  ASSERT_EQ(munmap(hole, 4096), 0);
+  volatile int jumped = 0;
+  for (int i = 0; i < 3; ++i)
+    if (sigsetjmp(g_jump_back, 1) == 0) *static_cast<volatile int *>(hole) = 1;  // unmapped: a fault of its own
+    else jumped = jumped + 1;
+  ASSERT_EQ(sigaction(SIGSEGV, &old, nullptr), 0);
+  ASSERT_EQ(jumped, 3);
+
+  uint8_t *m = HotMapping();
+  ASSERT_NE(m, nullptr) << strerror(errno);
+  const int key = region_key(m);
+  ASSERT_GT(key, 0) << "the range did not become a resident group";
+  uint64_t fallbacks0 = counter(&mpk::Stats::sync_fallbacks), signals0 = counter(&mpk::Stats::revocation_signals);
+  constexpr int kRounds = 20;
+  std::atomic<bool> done{false};
+  // The main thread holds read/write (it made the range so) and writes it while another thread
+  // revokes and grants it again, ending with a revocation.
+  std::thread other([&] {
+    for (int i = 0; i < kRounds; ++i)
+      if (mprotect(m, kBytes, PROT_READ) != 0 || (i + 1 < kRounds && mprotect(m, kBytes, RW) != 0)) break;
+    done.store(true);
+  });
+  while (!done.load()) m[1] = 1;
+  other.join();
+  EXPECT_LE(own_rights(key), rights_of(PROT_READ)) << "the last revocation did not reach this thread";
+  EXPECT_EQ(counter(&mpk::Stats::sync_fallbacks), fallbacks0) << "a revocation gave up on this thread";
+  // One signal per revocation at most (usually none: this thread's first write after each grant
+  // is a simulated one, so it may hold nothing to revoke).
+  EXPECT_LE(counter(&mpk::Stats::revocation_signals) - signals0, static_cast<uint64_t>(2 * kRounds));
+  ASSERT_EQ(munmap(m, kBytes), 0);
 }
 
 }  // namespace
