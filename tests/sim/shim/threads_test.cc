@@ -341,6 +341,9 @@ TEST_F(ShimSimThreads, ASiglongjmpOutOfAHandlerEndsIt) {
   sa.sa_handler = jump_back;
   sigemptyset(&sa.sa_mask);
   ASSERT_EQ(sigaction(SIGSEGV, &sa, &old), 0);
+  // The program set no SIGSEGV handler: the default, not the shim's handler, whatever the kernel
+  // holds (restoring it below must not make the shim's handler the program's).
+  EXPECT_EQ(old.sa_handler, SIG_DFL);
   void *hole = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(hole, MAP_FAILED);
   ASSERT_EQ(munmap(hole, 4096), 0);
