@@ -1,14 +1,17 @@
 // Signals under the shim: the program's handlers are reported and called as its own, run with
 // their thread's rights, and the shim's signals can be neither blocked nor taken over.
 #include <dlfcn.h>
+#include <setjmp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "pkey_test_util.h"
 #include "shim_test_util.h"
 
 using mpkt::RW;
+using shimt::Has;
 using shimt::Mapping;
 
 namespace {
@@ -49,6 +52,36 @@ TEST_F(Signals, SegvHandlerIsReportedAsTheProgramsOwn) {
   Dl_info info;
   ASSERT_NE(dladdr(reinterpret_cast<void *>(now.sa_sigaction), &info), 0);
   EXPECT_EQ(strstr(info.dli_fname, "libmpk_shim"), nullptr) << info.dli_fname;
+}
+
+sigjmp_buf g_jump_back;
+void jump_back(int) { siglongjmp(g_jump_back, 1); }
+
+// A SIGSEGV handler left with siglongjmp has ended: a revocation from another thread then
+// reaches this thread at once (taken for still inside a handler, it would defer every sync
+// signal, and the revocation would give up after 2 s and fall back to the page table).
+TEST_F(Signals, ASiglongjmpOutOfAHandlerEndsIt) {
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = jump_back;
+  ASSERT_EQ(sigaction(SIGSEGV, &sa, &old), 0);
+  void *hole = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(hole, MAP_FAILED);
+  ASSERT_EQ(munmap(hole, 4096), 0);
+  volatile int jumped = 0;
+  if (sigsetjmp(g_jump_back, 1) == 0) *static_cast<volatile int *>(hole) = 1;  // unmapped: the program's own fault
+  else jumped = 1;
+  ASSERT_EQ(sigaction(SIGSEGV, &old, nullptr), 0);
+  ASSERT_EQ(jumped, 1);
+  Mapping m(2);
+  shimt::Toggle(m, 3);
+  m.base()[0] = 1;  // this thread holds read/write
+  uint64_t fallbacks = shimt::counter(&mpk::Stats::sync_fallbacks);
+  mpkt::Worker w;
+  w.Run([&] { ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0); });
+  EXPECT_TRUE(Has(m.base(), PROT_READ));
+  EXPECT_EQ(shimt::counter(&mpk::Stats::sync_fallbacks), fallbacks) << "the revocation gave up on this thread";
+  if (shimt::emulating()) EXPECT_GT(mpkt::pkey_of(m.base()), 0) << "the range fell back to the page table";
 }
 
 TEST_F(Signals, MaskKeepsTheProgramsView) {
