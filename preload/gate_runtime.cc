@@ -26,6 +26,12 @@ namespace {
 
 void settle_keeping_vectors() { mpk_call_keeping_vectors(&gate_settle); }
 void claim_hot_slot_now() { claim_hot_slot(); }
+// The thread's statistics slot, which the gate's PKRU writes are counted in: claimed out of line
+// (with xmm0-7 kept) on the thread's first gated call, and again if the thread gave it up meanwhile
+// (it is exiting).
+inline void have_hot_slot() {
+  if (!t_hot && t_hot_slot < 0) [[unlikely]] mpk_call_keeping_vectors(&claim_hot_slot_now);
+}
 
 struct GateFrame {
   uintptr_t ret;        // offset 0: the caller's return address (gate_stubs.S)
@@ -101,9 +107,7 @@ extern "C" __attribute__((visibility("hidden"))) GateEnter mpk_gate_enter(unsign
   t_depth = d + 1;
   std::atomic_signal_fence(std::memory_order_seq_cst);
   if (t.allocate && t_alloc_depth[t.region]++ == 0) t_alloc_regions |= uint64_t{1} << t.region;
-  // The thread's statistics slot, which gate_open counts its PKRU write in, claimed out of line
-  // on the thread's first gated call.
-  if (!mpk::t_hot && mpk::t_hot_slot < 0) [[unlikely]] mpk_call_keeping_vectors(&claim_hot_slot_now);
+  have_hot_slot();
   mpk::gate_open<settle_keeping_vectors>(f.keys);
   return {t.target, &f};
 }
@@ -112,8 +116,6 @@ extern "C" __attribute__((visibility("hidden"))) GateEnter mpk_gate_enter(unsign
 // landing pad too): the frame is popped either way.
 extern "C" __attribute__((visibility("hidden"))) uintptr_t mpk_gate_exit(GateFrame *f) {
   using namespace mpk::shim;
-  // The slot the entry claimed was given up meanwhile (the thread is exiting): claimed again
-  // out of line, as on entry, with the results in xmm0-1 kept.
-  if (!mpk::t_hot && mpk::t_hot_slot < 0) [[unlikely]] mpk_call_keeping_vectors(&claim_hot_slot_now);
+  have_hot_slot();
   return pop(f);
 }

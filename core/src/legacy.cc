@@ -350,7 +350,7 @@ bool add_keyed_except(EngineState &st, LegacyState &ls, PageGroup &g, uintptr_t 
       g.nexcepts == PageGroup::kMaxExcepts)
     return false;
   for (int i = 0; i < g.nexcepts; ++i)
-    if (g.excepts[i].start < start + len && start < g.excepts[i].start + g.excepts[i].len) return false;
+    if (g.excepts[i].overlaps(start, len)) return false;
   auto key_to_spare = [&] { return st.cache.find_free() || st.keys_taken < st.key_budget; };
   if (g.nkeyed() >= PageGroup::kMaxKeyed || !key_to_spare()) {
     // The keyed exception opened least recently of those back at g's permission gives way.
@@ -398,7 +398,7 @@ bool add_keyed_except(EngineState &st, LegacyState &ls, PageGroup &g, uintptr_t 
 void demote_keyed(EngineState &st, LegacyState &ls, PageGroup &g, uintptr_t start, size_t len) {
   for (int i = 0; i < g.nexcepts; ++i) {
     PageGroup *c = g.keyed[i];
-    if (c && g.excepts[i].start < start + len && start < g.excepts[i].start + g.excepts[i].len)
+    if (c && g.excepts[i].overlaps(start, len))
       if (int at = index_of(ls, c); at >= 0) dissolve(st, ls, at, /*gone=*/true);
   }
 }
@@ -497,9 +497,9 @@ namespace {
     // Part of a group: a page-level exception. The sub-range gets a key of its own if it can
     // (add_keyed_except), else it goes to key 0 at exactly prot (the kernel's answer is the
     // call's); the group keeps its key for the rest, and nothing is dissolved: a JIT that opens
-    // one page of its code area at a time does not thrash. A group
-    // cut kCutsBeforeSplit times and never set whole since it became one (a large reservation
-    // whose halves are the real code areas) gives way instead. Exceptions do not count towards
+    // one page of its code area at a time does not thrash. A group cut kCutsBeforeSplit times
+    // and never set whole since it became one (a large reservation whose halves are the real
+    // code areas) gives way instead. Exceptions do not count towards
     // their own promotion: once the group is gone ranges are counted afresh, and the ones the
     // program really sets whole become the groups.
     PageGroup *g = ls->groups[j];
@@ -507,21 +507,16 @@ namespace {
     if (!gives_way) {
       KeyLock kl(*st, g->hw_key);
       demote_keyed(*st, *ls, *g, start, rlen);
-      if (add_keyed_except(*st, *ls, *g, start, rlen, prot, s)) {
-        // A keyed exception: the program's calls on it and on the whole group are PKRU writes.
-        note_tag_bounds(start, rlen);
-        ++g->cuts;
-        bump(stats().exceptions);
-        return 0;
-      }
-      if (g->nexcepts < PageGroup::kMaxExcepts) {
-        int rc = key_mprotect(addr, len, prot, 0);
+      // A keyed exception: the program's calls on it and on the whole group are PKRU writes.
+      const bool keyed = add_keyed_except(*st, *ls, *g, start, rlen, prot, s);
+      if (keyed || g->nexcepts < PageGroup::kMaxExcepts) {
+        int rc = keyed ? 0 : key_mprotect(addr, len, prot, 0);
         // Cut out of a VMA on the group's key: the same kind of cut as a tagging (tag_bounds.h).
         note_tag_bounds(start, rlen);
         if (rc == 0) {
           ++g->cuts;
-          g->add_except(start, rlen);
-          if (g->hw_key) publish_view(*st, *g);  // not fast while it has exceptions
+          if (!keyed) g->add_except(start, rlen);
+          if (!keyed && g->hw_key) publish_view(*st, *g);  // not fast while it has exceptions
           bump(stats().exceptions);
         }
         return rc;

@@ -90,7 +90,7 @@ bool PageGroup::remove_span(MetaArena &arena, uintptr_t start, size_t len) {
 
 bool PageGroup::overlaps(uintptr_t start, size_t len) const {
   for (uint32_t i = 0; i < nranges; ++i)
-    if (start < ranges[i].start + ranges[i].len && ranges[i].start < start + len) return true;
+    if (ranges[i].overlaps(start, len)) return true;
   return false;
 }
 

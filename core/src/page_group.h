@@ -23,6 +23,7 @@ struct RangeSet;
 struct Range {
   uintptr_t start;
   size_t len;
+  bool overlaps(uintptr_t s, size_t n) const { return s < start + len && start < s + n; }
 };
 
 struct PageGroup {

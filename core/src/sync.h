@@ -66,11 +66,12 @@ ThreadRecord *register_unknown(EngineState &st);
 // g_lock.
 void reap_thread(EngineState &st, ThreadRecord *r);
 
-// One of the shim's signal handlers runs on the calling thread, from construction to destruction.
-// Their masks carry the sync signal, so meanwhile the thread blocks it: a revoker that finds it
-// blocking waits for the handler to return (up to its overall limit) instead of judging after
-// 20 ms that the thread blocks the signal for good, which a thread preempted inside a handler on
-// a loaded machine would otherwise be taken for. First in every handler (after HandlerPkru).
+// The shim's own work in a signal handler runs on the calling thread, from construction to
+// destruction (the sync handler; a lazy grant). Handlers' masks carry the sync signal, so
+// meanwhile the thread blocks it: a revoker that finds it blocking waits for the work to end (up
+// to its overall limit) instead of judging after 20 ms that the thread blocks the signal for
+// good, which a thread preempted there on a loaded machine would otherwise be taken for. Never
+// around a program's handler, which may jump out and leave the mark set.
 class HandlerRunning {
  public:
   HandlerRunning();
