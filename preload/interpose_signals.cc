@@ -214,13 +214,17 @@ void fault_handler(int sig, siginfo_t *si, void *uc) {
     if (a.sa_flags & SA_RESETHAND) {
       store_action(SIGSEGV, default_disposition());
     }
-    // The program's handler runs with its own mask on top of ours (SIGSEGV is blocked already).
-    sigset_t mask = a.sa_mask, old;
-    if (int s = sync_signal_number()) sigdelset(&mask, s);
-    sigdelset(&mask, SIGSEGV);
+    // The program's handler runs with the mask the kernel would have given it: the interrupted
+    // context's, its own and SIGSEGV. The sync signal stays blocked (sync_mask_handler); the other
+    // asynchronous signals, blocked for the shim's work until here (signals_install), open again.
+    uint64_t mask, own, old;  // the kernel's 64-bit masks
+    std::memcpy(&mask, &static_cast<ucontext_t *>(uc)->uc_sigmask, sizeof mask);
+    std::memcpy(&own, &a.sa_mask, sizeof own);
+    mask |= own | uint64_t{1} << (SIGSEGV - 1);
+    if (int s = sync_signal_number()) mask |= uint64_t{1} << (s - 1);
     bool was_blocked = t_segv_blocked;
     if (sigismember(&a.sa_mask, SIGSEGV)) t_segv_blocked = true;
-    sys::raw(SYS_rt_sigprocmask, SIG_BLOCK, (long)&mask, (long)&old, sizeof(long));
+    sys::raw(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, (long)&old, sizeof(long));
     errno = saved;
     run_program_handler(a, sig, si, uc, was_blocked);
     saved = errno;
@@ -317,7 +321,8 @@ void signals_install(bool audit_steps) {
   sa.sa_sigaction = fault_handler;
   // SA_ONSTACK: a program that set up an alternate stack for stack overflows keeps it.
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-  sigemptyset(&sa.sa_mask);
+  // No program handler for another signal runs inside the shim's work here (sync.h).
+  fill_async_signals(&sa.sa_mask);
   // Ordering: a sync taken inside this handler would edit this handler's frame, not the
   // interrupted context's; blocked here, it arrives right after, where its edit lasts.
   sync_mask_handler(&sa);

@@ -25,6 +25,11 @@ namespace {
 constinit std::atomic<uint16_t> g_handlers_running[ThreadRegistry::kMaxThreads] = {};
 }  // namespace
 
+void fill_async_signals(sigset_t *set) {
+  sigfillset(set);
+  for (int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS}) sigdelset(set, s);
+}
+
 HandlerRunning::HandlerRunning() : slot_(-1) {
   // Only compared, never read through: t_self may be anything (the roots page is not).
   const ThreadRecord *r = t_self, *base = g_roots.records;
@@ -394,7 +399,7 @@ int sync_install(EngineState &st) {
   std::memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = sync_handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
-  sigemptyset(&sa.sa_mask);
+  fill_async_signals(&sa.sa_mask);
   if (real_sigaction(st.sync_signal, &sa, nullptr) != 0) return -errno;
   g_sync_signal.store(st.sync_signal, std::memory_order_release);
   // Handlers installed before now get the sync signal added to their mask (sync_mask_handler()).

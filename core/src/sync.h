@@ -72,6 +72,12 @@ void reap_thread(EngineState &st, ThreadRecord *r);
 // to its overall limit) instead of judging after 20 ms that the thread blocks the signal for
 // good, which a thread preempted there on a loaded machine would otherwise be taken for. Never
 // around a program's handler, which may jump out and leave the mark set.
+// Every asynchronous signal, for the mask of the shim's own handlers (the sync handler, the
+// SIGSEGV handler): no program handler runs inside the shim's work there, so none can jump out of
+// it and leave a HandlerRunning mark set. The fault signals stay open: the kernel kills a thread
+// that faults with its fault signal blocked.
+void fill_async_signals(sigset_t *set);
+
 class HandlerRunning {
  public:
   HandlerRunning();

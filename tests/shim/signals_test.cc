@@ -84,6 +84,46 @@ TEST_F(Signals, ASiglongjmpOutOfAHandlerEndsIt) {
   if (shimt::emulating()) EXPECT_GT(mpkt::pkey_of(m.base()), 0) << "the range fell back to the page table";
 }
 
+sigset_t g_mask_in_handler;
+void note_mask(int) {
+  pthread_sigmask(SIG_BLOCK, nullptr, &g_mask_in_handler);
+  siglongjmp(g_jump_back, 1);
+}
+
+// The program's SIGSEGV handler runs with the mask the kernel would give it: the interrupted
+// mask, its own sa_mask and SIGSEGV, and nothing more (the shim's own handler blocks every
+// asynchronous signal while it works, and must open them again for the program's handler).
+TEST_F(Signals, SegvHandlerRunsWithTheKernelsMask) {
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = note_mask;
+  sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGUSR1);
+  ASSERT_EQ(sigaction(SIGSEGV, &sa, &old), 0);
+  sigset_t block, before;
+  sigemptyset(&block);
+  sigaddset(&block, SIGUSR2);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &block, &before), 0);
+  void *hole = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(hole, MAP_FAILED);
+  sigemptyset(&g_mask_in_handler);
+  volatile int jumped = 0;
+  if (sigsetjmp(g_jump_back, 1) == 0) *static_cast<volatile int *>(hole) = 1;
+  else jumped = 1;
+  ASSERT_EQ(sigaction(SIGSEGV, &old, nullptr), 0);
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &before, nullptr), 0);
+  ASSERT_EQ(munmap(hole, 4096), 0);
+  ASSERT_EQ(jumped, 1);
+  EXPECT_TRUE(sigismember(&g_mask_in_handler, SIGSEGV));
+  EXPECT_TRUE(sigismember(&g_mask_in_handler, SIGUSR1)) << "the handler's own sa_mask";
+  EXPECT_TRUE(sigismember(&g_mask_in_handler, SIGUSR2)) << "the interrupted mask";
+  for (int sig : {SIGALRM, SIGHUP, SIGCHLD, SIGTERM, SIGRTMIN})
+    EXPECT_FALSE(sigismember(&g_mask_in_handler, sig)) << "signal " << sig << " blocked in the handler";
+  sigset_t now;
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, nullptr, &now), 0);
+  EXPECT_FALSE(sigismember(&now, SIGALRM)) << "siglongjmp restores the saved mask";
+}
+
 TEST_F(Signals, MaskKeepsTheProgramsView) {
   sigset_t block, old, now;
   sigemptyset(&block);

@@ -382,4 +382,70 @@ TEST_F(ShimSimThreads, ASiglongjmpOutOfAHandlerEndsIt) {
   ASSERT_EQ(munmap(m, kBytes), 0);
 }
 
+// No program handler runs inside the shim's sync handler: that handler blocks every
+// asynchronous signal while it works (a program handler that jumped out of it would leave the
+// shim's work half done). A program handler that interrupted it would find the sync signal in
+// the interrupted context's mask, which the thread's own code never blocks under the shim.
+std::atomic<int> g_usr1_calls{0}, g_usr1_inside_sync{0};
+int g_sync_signal = 0;
+void note_interrupted_mask(int, siginfo_t *, void *uc) {
+  g_usr1_calls.fetch_add(1, std::memory_order_relaxed);
+  uint64_t mask;
+  std::memcpy(&mask, &static_cast<ucontext_t *>(uc)->uc_sigmask, sizeof mask);
+  if ((mask >> (g_sync_signal - 1)) & 1) g_usr1_inside_sync.fetch_add(1, std::memory_order_relaxed);
+}
+
+TEST_F(ShimSimThreads, ProgramHandlersNeverRunInsideTheSyncHandler) {
+  constexpr int kRounds = 3000;
+  const char *env = getenv("MPK_SYNC_SIGNAL");
+  g_sync_signal = env ? atoi(env) : SIGRTMAX - 2;
+  uint8_t *m = HotMapping();
+  ASSERT_NE(m, nullptr) << strerror(errno);
+  ASSERT_GT(region_key(m), 0);
+  struct sigaction sa, old;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = note_interrupted_mask;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+
+  std::atomic<int> round{0}, taken{-1};
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::thread holder([&] {
+    // Takes the write right each round, so each revocation signals this thread.
+    for (int served = -1; !stop.load();) {
+      int r = round.load();
+      if (r > served) {
+        served = r;
+        if (mprotect(m, kBytes, RW) != 0) ++bad;
+        taken.store(r);
+      }
+      spin_pause();
+    }
+  });
+  pthread_t target = holder.native_handle();
+  std::thread sender([&] {
+    while (!stop.load()) {
+      pthread_kill(target, SIGUSR1);
+      spin_pause();
+    }
+  });
+  uint64_t syncs0 = counter(&mpk::Stats::revocation_signals);
+  for (int r = 0; r < kRounds; ++r) {
+    round.store(r);
+    while (taken.load() != r) spin_pause();
+    if (mprotect(m, kBytes, PROT_READ) != 0) ++bad;
+  }
+  stop.store(true);
+  sender.join();
+  holder.join();
+  ASSERT_EQ(sigaction(SIGUSR1, &old, nullptr), 0);
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(counter(&mpk::Stats::revocation_signals) - syncs0, 0u) << "no revocation signalled the thread";
+  EXPECT_GT(g_usr1_calls.load(), 0);
+  EXPECT_EQ(g_usr1_inside_sync.load(), 0) << "of " << g_usr1_calls.load() << " program handlers run";
+  EXPECT_EQ(munmap(m, kBytes), 0);
+}
+
 }  // namespace
