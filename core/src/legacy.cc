@@ -10,6 +10,7 @@
 #include "engine_internal.h"
 #include "fast_path.h"
 #include "isolation.h"
+#include "mprotect_partial.h"
 #include "proc_maps.h"
 #include "range_set.h"
 #include "raw_log.h"
@@ -513,9 +514,12 @@ namespace {
         int rc = keyed ? 0 : key_mprotect(addr, len, prot, 0);
         // Cut out of a VMA on the group's key: the same kind of cut as a tagging (tag_bounds.h).
         note_tag_bounds(start, rlen);
-        if (rc == 0) {
+        // A call the kernel refused part way changed a prefix of the range (mprotect_partial.h):
+        // that prefix is the exception, as it would be natively.
+        uintptr_t applied = rc == 0 ? start + rlen : keyed ? start : mprotect_applied_end(start, start + rlen, prot);
+        if (applied > start) {
           ++g->cuts;
-          if (!keyed) g->add_except(start, rlen);
+          if (!keyed) g->add_except(start, applied - start);
           if (!keyed && g->hw_key) publish_view(*st, *g);  // not fast while it has exceptions
           bump(stats().exceptions);
         }

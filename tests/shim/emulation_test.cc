@@ -1,7 +1,11 @@
 // The legacy mprotect emulation seen from an unmodified program: the same answers as the kernel,
 // faults where mprotect would put them, and the range really served by a protection key.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <string>
 
 #include "pkey_test_util.h"
 #include "shim_test_util.h"
@@ -262,6 +266,44 @@ TEST_F(Emulation, ForkChildKeepsTheRights) {
   }
   EXPECT_EQ(mpkt::DescribeWaitStatus(mpkt::WaitChild(pid, 60)), "exit 0");
   EXPECT_TRUE(Has(m.base(), PROT_READ));
+}
+
+// A call the kernel refuses part way changes the pages before the VMA it refuses, with or without
+// the shim: here a group spans anonymous memory and a shared mapping of a file opened read-only,
+// and read/write over the last anonymous page and the file fails with EACCES after that page
+// became read/write. The page stays the program's at read/write: growing the two anonymous pages
+// finds two VMAs (EFAULT), and the group's later calls leave the page alone.
+TEST_F(Emulation, ACallRefusedPartWayKeepsWhatTheKernelChanged) {
+  constexpr size_t kPage = 4096;
+  Mapping m(4, PROT_READ);
+  int fd = memfd_create("mpk-partial", 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, 2 * kPage), 0);
+  int ro = open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDONLY);
+  ASSERT_GE(ro, 0);
+  ASSERT_EQ(mmap(m.base() + 2 * kPage, 2 * kPage, PROT_READ, MAP_SHARED | MAP_FIXED, ro, 0), m.base() + 2 * kPage);
+  close(ro);
+  close(fd);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_NONE), 0);
+    ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_READ), 0);
+  }
+  ASSERT_EQ(mprotect(m.base(), m.bytes(), PROT_NONE), 0);
+  bool grouped = shimt::emulating() && mpkt::pkey_of(m.base()) > 0;
+  errno = 0;
+  EXPECT_EQ(mprotect(m.base() + kPage, 2 * kPage, RW), -1);
+  EXPECT_EQ(errno, EACCES);
+  EXPECT_TRUE(Has(m.base() + kPage, RW)) << "the page before the refused VMA";
+  EXPECT_TRUE(Has(m.base(), PROT_NONE));
+  EXPECT_TRUE(Has(m.base() + 2 * kPage, PROT_NONE));
+  // (A resize, not a move: kernels since 6.17 move several VMAs at once.)
+  errno = 0;
+  EXPECT_EQ(mremap(m.base(), 2 * kPage, 3 * kPage, 0), MAP_FAILED);
+  EXPECT_EQ(errno, EFAULT) << "pages 0 and 1 have different permissions: two VMAs";
+  EXPECT_TRUE(Has(m.base() + kPage, RW));
+  ASSERT_EQ(mprotect(m.base(), kPage, PROT_READ), 0);
+  EXPECT_TRUE(Has(m.base() + kPage, RW)) << "a call on another part of the group changed the page";
+  if (shimt::emulating()) EXPECT_TRUE(grouped) << "the four pages did not become a group";
 }
 
 }  // namespace
