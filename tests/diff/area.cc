@@ -4,6 +4,10 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "program.h"
 
@@ -24,5 +28,38 @@ bool Area::reserve() {
 bool Area::release() { return munmap(reinterpret_cast<void *>(kBase), kAreaPages * kPage) == 0; }
 
 bool Area::contains(uintptr_t addr) { return addr >= kBase && addr < kBase + kAreaPages * kPage; }
+
+std::string Area::maps() {
+  std::string out;
+  FILE *f = std::fopen("/proc/self/smaps", "r");
+  if (!f) return "    maps: cannot open /proc/self/smaps\n";
+  char line[512];
+  bool inside = false;
+  char entry[160] = "";
+  auto flush = [&]() {
+    if (inside) out += entry, out += '\n';
+    inside = false;
+  };
+  while (std::fgets(line, sizeof line, f)) {
+    uintptr_t lo, hi;
+    char perms[8];
+    if (std::sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %7s", &lo, &hi, perms) == 3 && std::strchr(line, ' ')) {
+      flush();
+      if (!contains(lo)) continue;
+      inside = true;
+      std::snprintf(entry, sizeof entry, "    vma p%" PRIuPTR "-p%" PRIuPTR " %s", (lo - kBase) / kPage, (hi - kBase) / kPage,
+                    perms);
+      continue;
+    }
+    if (!inside) continue;
+    unsigned long v;
+    size_t n = std::strlen(entry);
+    if (std::sscanf(line, "Anonymous: %lu kB", &v) == 1) std::snprintf(entry + n, sizeof entry - n, " anon=%luk", v);
+    else if (std::sscanf(line, "ProtectionKey: %lu", &v) == 1) std::snprintf(entry + n, sizeof entry - n, " key=%lu", v);
+  }
+  flush();
+  std::fclose(f);
+  return out;
+}
 
 }  // namespace mpkdiff

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace mpkdiff {
 
@@ -23,6 +24,9 @@ class Area {
 
   static char *at(uint64_t offset) { return reinterpret_cast<char *>(kBase + offset); }
   static bool contains(uintptr_t addr);
+  // The VMAs inside the reservation, one per line, from /proc/self/smaps: pages, permissions,
+  // protection key and anonymous kB (`--maps`, for reading why two runs differ).
+  static std::string maps();
 };
 
 }  // namespace mpkdiff

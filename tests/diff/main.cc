@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "area.h"
 #include "compare.h"
 #include "outcome_hash.h"
 #include "program.h"
@@ -24,7 +25,7 @@ constexpr int kUsage = 2;
 
 void usage(FILE *to) {
   std::fputs(
-      "Usage: mpk_diff run [--seed S] [--count N] [--max-ops M] [--kind K] [--trace]\n"
+      "Usage: mpk_diff run [--seed S] [--count N] [--max-ops M] [--kind K] [--trace [--maps]]\n"
       "       mpk_diff compare [--preload /abs/lib.so] [--seed S] [--count N] [--max-ops M]\n"
       "                        [--kind K] [--jobs J] [--chunk C] [--timeout SEC] [--details D]\n"
       "                        [--env K=V]... [--known FILE]\n"
@@ -40,7 +41,9 @@ void usage(FILE *to) {
       "\n"
       "run      Runs seeds S..S+N-1 (default 1 and 1) in this process, one after another. Prints\n"
       "         `seed <s> <digest of the outcome log>` per program; with --trace, the log itself\n"
-      "         (one line per op: what it did and its outcome), as it is produced.\n"
+      "         (one line per op: what it did and its outcome), as it is produced; with --maps\n"
+      "         too, after each line the VMAs inside the reservation (pages, permissions,\n"
+      "         protection key, anonymous kB), to read why two runs differ.\n"
       "compare  Runs the same seeds in child processes natively and with LD_PRELOAD=lib (an\n"
       "         absolute path; extra --env K=V settings apply to that run only), in chunks of C\n"
       "         seeds (default 250) per child, J children at a time (default 2), and compares\n"
@@ -83,14 +86,17 @@ void write_all(const std::string &s) {
   }
 }
 
-int run_command(uint64_t seed, uint64_t count, uint32_t max_ops, KindChoice kinds, bool trace) {
+int run_command(uint64_t seed, uint64_t count, uint32_t max_ops, KindChoice kinds, bool trace, bool maps) {
   GeneratorLimits limits;
   limits.max_ops = max_ops;
   limits.kinds = kinds;
   ProgramRunner runner;
   // Unbuffered writes: when the process dies, everything it finished is already out.
   ProgramRunner::LineSink sink;
-  if (trace) sink = [](const std::string &line) { write_all(line); };
+  if (trace) sink = [maps](const std::string &line) {
+    write_all(line);
+    if (maps) write_all(Area::maps());
+  };
   for (uint64_t s = seed; s < seed + count; ++s) {
     std::string log = runner.run(generate_program(s, limits), sink);
     char line[64];
@@ -124,7 +130,7 @@ int main(int argc, char **argv) {
 
   CompareOptions o;
   o.count = is_run ? 1 : 2000;
-  bool trace = false;
+  bool trace = false, maps = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char * {
@@ -148,6 +154,8 @@ int main(int argc, char **argv) {
       else bad_usage("--kind wants mixed, classic or sub-range, not '" + k + "'");
     } else if (a == "--trace" && is_run) {
       trace = true;
+    } else if (a == "--maps" && is_run) {
+      maps = true;
     } else if (a == "--preload" && !is_run) {
       o.preload = value();
       if (o.preload.empty() || o.preload[0] != '/') bad_usage("--preload wants an absolute path");
@@ -173,7 +181,10 @@ int main(int argc, char **argv) {
     }
   }
   if (!o.env.empty() && o.preload.empty()) bad_usage("--env applies to the preloaded run: give --preload too");
-  if (is_run) return run_command(o.seed, o.count, o.max_ops, o.kinds, trace);
+  if (is_run) {
+    if (maps && !trace) bad_usage("--maps goes with --trace");
+    return run_command(o.seed, o.count, o.max_ops, o.kinds, trace, maps);
+  }
   o.self = self_path();
   return compare(o);
 }
