@@ -306,7 +306,8 @@ void signals_install(bool audit_steps) {
   SigLock l;
   if (audit_steps) {
     struct sigaction old, sa;
-    if (real_sigaction(SIGTRAP, nullptr, &old) == 0 && is_function(old)) store_action(SIGTRAP, old);
+    if (real_sigaction(SIGTRAP, nullptr, &old) == 0 && (is_function(old) || old.sa_handler == SIG_IGN))
+      store_action(SIGTRAP, old);
     std::memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = trap_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
@@ -315,7 +316,10 @@ void signals_install(bool audit_steps) {
     if (real_sigaction(SIGTRAP, &sa, nullptr) == 0) g_trap_owned.store(true, std::memory_order_release);
   }
   struct sigaction old;
-  if (real_sigaction(SIGSEGV, nullptr, &old) == 0 && is_function(old)) store_action(SIGSEGV, old);
+  // A handler, or SIG_IGN (which survives exec: the program starts with it and sigaction must say
+  // so, and a SIGSEGV sent to it is ignored), is the program's from the start.
+  if (real_sigaction(SIGSEGV, nullptr, &old) == 0 && (is_function(old) || old.sa_handler == SIG_IGN))
+    store_action(SIGSEGV, old);
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = fault_handler;

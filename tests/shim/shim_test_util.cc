@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -61,7 +63,8 @@ Mapping::~Mapping() {
   if (base_) EXPECT_EQ(munmap(base_, bytes_), 0);
 }
 
-ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::string, std::string>> &env) {
+ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::string, std::string>> &env,
+                    const std::vector<int> &ignored) {
   int out[2];
   if (pipe(out) != 0) return {"pipe failed", ""};
   pid_t pid = fork();
@@ -71,6 +74,15 @@ ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::
     close(out[0]);
     setenv("MPK_SHIM_TEST_CHILD", "1", 1);
     for (const auto &[k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    for (int sig : ignored) {
+      struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+      } ign = {reinterpret_cast<void *>(SIG_IGN), 0, nullptr, 0};  // the kernel's struct sigaction
+      syscall(SYS_rt_sigaction, sig, &ign, nullptr, sizeof(uint64_t));
+    }
     std::string arg = "--gtest_filter=" + filter;
     execl("/proc/self/exe", "mpk_shim_tests", arg.c_str(), nullptr);
     _exit(127);

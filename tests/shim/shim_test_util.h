@@ -61,7 +61,11 @@ class Mapping {
 struct ChildResult {
   std::string status, output;
 };
-ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::string, std::string>> &env);
+// Runs this test program again (a fork and exec) with only `filter`'s tests and `env` added;
+// `ignored` signals are set to SIG_IGN for the new program (by the raw system call: as a parent
+// without the shim would leave them).
+ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::string, std::string>> &env,
+                    const std::vector<int> &ignored = {});
 // The violation reports (JSON lines, "event":"violation") in a run's output.
 size_t ViolationReports(const std::string &output);
 // Writes text to a file in $TMPDIR (or /tmp) and returns its path.

@@ -124,6 +124,24 @@ TEST_F(Signals, SegvHandlerRunsWithTheKernelsMask) {
   EXPECT_FALSE(sigismember(&now, SIGALRM)) << "siglongjmp restores the saved mask";
 }
 
+TEST(SignalsChild, IgnoredSegvStaysIgnored) {
+  if (!getenv("MPK_SHIM_TEST_SEGV_IGNORED")) GTEST_SKIP() << "the child of Signals.SegvIgnoredAtStartStaysIgnored";
+  struct sigaction now;
+  ASSERT_EQ(sigaction(SIGSEGV, nullptr, &now), 0);
+  EXPECT_EQ(now.sa_handler, SIG_IGN) << "sigaction must report the disposition the program started with";
+  ASSERT_EQ(kill(getpid(), SIGSEGV), 0);  // ignored, as the kernel would
+  ASSERT_EQ(raise(SIGSEGV), 0);
+}
+
+// A program started with SIGSEGV ignored (SIG_IGN survives exec) sees it ignored: sigaction says
+// so and a SIGSEGV sent to it does nothing, with the shim's handler in the kernel as without it.
+TEST(SignalsAtStart, SegvIgnoredAtStartStaysIgnored) {
+  if (getenv("MPK_SHIM_TEST_SEGV_IGNORED")) GTEST_SKIP() << "the child itself";
+  shimt::ChildResult r = shimt::RunSelf("SignalsChild.*", {{"MPK_SHIM_TEST_SEGV_IGNORED", "1"}}, {SIGSEGV});
+  EXPECT_EQ(r.status, "exit 0") << r.output;
+  EXPECT_EQ(r.output.find("Skipped"), std::string::npos) << r.output;
+}
+
 TEST_F(Signals, MaskKeepsTheProgramsView) {
   sigset_t block, old, now;
   sigemptyset(&block);
