@@ -256,7 +256,9 @@ void trap_handler(int sig, siginfo_t *si, void *uc) {
   if (is_function(a)) {
     adopt_thread_rights(uc);
     run_program_handler(a, sig, si, uc, t_segv_blocked);
-  } else if (a.sa_handler == SIG_DFL) {
+  } else if (a.sa_handler == SIG_DFL || si->si_code > 0) {
+    // The default action; also for a real trap (not a sent SIGTRAP) while the program ignores
+    // SIGTRAP, which the kernel does not let it ignore.
     struct sigaction dfl = default_disposition();
     real_sigaction(SIGTRAP, &dfl, nullptr);
     sys::tgkill(sys::getpid(), sys::gettid(), SIGTRAP);
