@@ -516,11 +516,13 @@ namespace {
         note_tag_bounds(start, rlen);
         // A call the kernel refused part way changed a prefix of the range (mprotect_partial.h):
         // that prefix is the exception, as it would be natively.
-        uintptr_t applied = rc == 0 ? start + rlen : keyed ? start : mprotect_applied_end(start, start + rlen, prot);
+        uintptr_t applied = rc == 0 ? start + rlen : mprotect_applied_end(start, start + rlen, prot);
         if (applied > start) {
           ++g->cuts;
-          if (!keyed) g->add_except(start, applied - start);
-          if (!keyed && g->hw_key) publish_view(*st, *g);  // not fast while it has exceptions
+          if (!keyed) {
+            g->add_except(start, applied - start);
+            if (g->hw_key) publish_view(*st, *g);  // not fast while it has exceptions
+          }
           bump(stats().exceptions);
         }
         return rc;

@@ -2,8 +2,6 @@
 
 #include <sys/mman.h>
 
-#include <cstring>
-
 #include "proc_maps.h"
 
 namespace mpk {
@@ -41,10 +39,7 @@ uintptr_t mprotect_applied_end(uintptr_t start, uintptr_t end, int prot) {
       cur.pkey = 0;
       return true;
     }
-    if (cur.open && std::strncmp(line, "ProtectionKey:", 14) == 0) {
-      for (const char *d = line + 14; *d; ++d)
-        if (*d >= '0' && *d <= '9') cur.pkey = cur.pkey * 10 + (*d - '0');
-    }
+    if (cur.open) parse_smaps_pkey(line, &cur.pkey);
     return true;
   });
   settle();

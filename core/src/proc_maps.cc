@@ -19,6 +19,17 @@ bool hex_until(char *&p, char stop, uintptr_t *out) {
 
 }  // namespace
 
+bool parse_smaps_pkey(const char *line, int *pkey) {
+  static constexpr char kTag[] = "ProtectionKey:";
+  for (size_t i = 0; i + 1 < sizeof kTag; ++i)
+    if (line[i] != kTag[i]) return false;
+  int v = 0;
+  for (const char *d = line + sizeof kTag - 1; *d; ++d)
+    if (*d >= '0' && *d <= '9') v = v * 10 + (*d - '0');
+  *pkey = v;
+  return true;
+}
+
 bool parse_mapping(char *line, MappingLine *out) {
   char *p = line;
   if (!hex_until(p, '-', &out->lo)) return false;

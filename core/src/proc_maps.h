@@ -26,6 +26,9 @@ struct MappingLine {
 // False if the line is not a mapping header (smaps attribute lines are not).
 bool parse_mapping(char *line, MappingLine *out);
 
+// If line is an smaps "ProtectionKey:" line, stores the key and returns true.
+bool parse_smaps_pkey(const char *line, int *pkey);
+
 // PROT_* of a mapping's permissions ("r-xp" -> PROT_READ|PROT_EXEC).
 inline int prot_of_perms(const char *perms) {
   return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);

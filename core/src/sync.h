@@ -66,18 +66,18 @@ ThreadRecord *register_unknown(EngineState &st);
 // g_lock.
 void reap_thread(EngineState &st, ThreadRecord *r);
 
-// The shim's own work in a signal handler runs on the calling thread, from construction to
-// destruction (the sync handler; a lazy grant). Handlers' masks carry the sync signal, so
-// meanwhile the thread blocks it: a revoker that finds it blocking waits for the work to end (up
-// to its overall limit) instead of judging after 20 ms that the thread blocks the signal for
-// good, which a thread preempted there on a loaded machine would otherwise be taken for. Never
-// around a program's handler, which may jump out and leave the mark set.
 // Every asynchronous signal, for the mask of the shim's own handlers (the sync handler, the
 // SIGSEGV handler): no program handler runs inside the shim's work there, so none can jump out of
 // it and leave a HandlerRunning mark set. The fault signals stay open: the kernel kills a thread
 // that faults with its fault signal blocked.
 void fill_async_signals(sigset_t *set);
 
+// The shim's own work in a signal handler runs on the calling thread, from construction to
+// destruction (the sync handler; a lazy grant). Handlers' masks carry the sync signal, so
+// meanwhile the thread blocks it: a revoker that finds it blocking waits for the work to end (up
+// to its overall limit) instead of judging after 20 ms that the thread blocks the signal for
+// good, which a thread preempted there on a loaded machine would otherwise be taken for. Never
+// around a program's handler, which may jump out and leave the mark set.
 class HandlerRunning {
  public:
   HandlerRunning();

@@ -95,10 +95,7 @@ bool read_pieces(uintptr_t start, uintptr_t end, Piece *out, int *n) {
       want = m.hi;
       return true;
     }
-    if (cur && std::strncmp(line, "ProtectionKey:", 14) == 0) {
-      for (const char *d = line + 14; *d; ++d)
-        if (*d >= '0' && *d <= '9') cur->pkey = cur->pkey * 10 + (*d - '0');
-    }
+    if (cur && parse_smaps_pkey(line, &cur->pkey)) return true;
     if (cur && std::strncmp(line, "VmFlags:", 8) == 0) {
       const char *f = line + 8;
       size_t len = std::strlen(f);

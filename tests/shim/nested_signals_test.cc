@@ -25,13 +25,7 @@ class NestedSignals : public ::testing::Test {
   void SetUp() override { mpkt::install_probe_handler(); }
 };
 
-// The kernel's struct sigaction for rt_sigaction (not glibc's).
-struct KernelSigaction {
-  void (*handler)(int, siginfo_t *, void *);
-  unsigned long flags;
-  void (*restorer)();
-  uint64_t mask;
-};
+using shimt::KernelSigaction;
 constexpr unsigned long kSaRestorer = 0x04000000;
 constexpr int kSigSetxid = 33;  // glibc's internal signal for setuid and friends
 

@@ -75,13 +75,9 @@ ChildResult RunSelf(const std::string &filter, const std::vector<std::pair<std::
     setenv("MPK_SHIM_TEST_CHILD", "1", 1);
     for (const auto &[k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     for (int sig : ignored) {
-      struct {
-        void *handler;
-        unsigned long flags;
-        void *restorer;
-        uint64_t mask;
-      } ign = {reinterpret_cast<void *>(SIG_IGN), 0, nullptr, 0};  // the kernel's struct sigaction
-      syscall(SYS_rt_sigaction, sig, &ign, nullptr, sizeof(uint64_t));
+      KernelSigaction ign = {};
+      ign.handler = reinterpret_cast<void (*)(int, siginfo_t *, void *)>(SIG_IGN);
+      syscall(SYS_rt_sigaction, sig, &ign, nullptr, sizeof ign.mask);
     }
     std::string arg = "--gtest_filter=" + filter;
     execl("/proc/self/exe", "mpk_shim_tests", arg.c_str(), nullptr);

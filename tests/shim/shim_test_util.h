@@ -3,6 +3,7 @@
 // read from the statistics page it publishes (core/src/stats_page.h).
 #pragma once
 
+#include <signal.h>
 #include <sys/mman.h>
 
 #include <cstddef>
@@ -58,6 +59,14 @@ class Mapping {
 // This test binary run again in a child process, with `filter` as its --gtest_filter and extra
 // environment variables: how it ended (mpkt::DescribeWaitStatus) and what it printed (stdout and
 // stderr together).
+// The kernel's struct sigaction for rt_sigaction (not glibc's).
+struct KernelSigaction {
+  void (*handler)(int, siginfo_t *, void *);
+  unsigned long flags;
+  void (*restorer)();
+  uint64_t mask;
+};
+
 struct ChildResult {
   std::string status, output;
 };

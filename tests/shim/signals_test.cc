@@ -125,7 +125,7 @@ TEST_F(Signals, SegvHandlerRunsWithTheKernelsMask) {
 }
 
 TEST(SignalsChild, IgnoredSegvStaysIgnored) {
-  if (!getenv("MPK_SHIM_TEST_SEGV_IGNORED")) GTEST_SKIP() << "the child of Signals.SegvIgnoredAtStartStaysIgnored";
+  if (!getenv("MPK_SHIM_TEST_SEGV_IGNORED")) GTEST_SKIP() << "the child of SignalsAtStart.SegvIgnoredAtStartStaysIgnored";
   struct sigaction now;
   ASSERT_EQ(sigaction(SIGSEGV, nullptr, &now), 0);
   EXPECT_EQ(now.sa_handler, SIG_IGN) << "sigaction must report the disposition the program started with";

@@ -48,6 +48,18 @@ TEST(ProcMaps, AttributeLinesAreNotMappings) {
   EXPECT_FALSE(parse_mapping(b, &m));
 }
 
+TEST(ProcMaps, ReadsTheProtectionKeyLine) {
+  int key = -1;
+  EXPECT_TRUE(parse_smaps_pkey("ProtectionKey:         2", &key));
+  EXPECT_EQ(key, 2);
+  EXPECT_TRUE(parse_smaps_pkey("ProtectionKey:        14", &key));
+  EXPECT_EQ(key, 14);
+  key = -1;
+  EXPECT_FALSE(parse_smaps_pkey("VmFlags: rd wr mr mw me ac sd", &key));
+  EXPECT_FALSE(parse_smaps_pkey("Protection", &key));
+  EXPECT_EQ(key, -1);
+}
+
 TEST(ProcMaps, FindsAFreshMappingInTheRealFile) {
   void *p = mmap(nullptr, 3 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(p, MAP_FAILED);
