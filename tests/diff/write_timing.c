@@ -2,7 +2,8 @@
 //
 //   mpk_write_timing
 //
-// Two runs of the same four system calls on a fresh two-page anonymous mapping:
+// Two runs of the same system calls on a fresh two-page anonymous mapping whose page 1 was toggled
+// R/RW a few times (never written):
 //
 //   mprotect(page 1, R); mprotect(page 0, R); mremap(both pages, grow to 3 pages in place)
 //
@@ -11,11 +12,14 @@
 // EFAULT: a write gives the VMA holding the page a reverse map (an anon_vma); written before the
 // split, both halves share it and merge again when their permissions match; written after, only
 // page 0's half has one, and mprotect does not merge it into a never-written neighbour, so the
-// range stays two VMAs. A write is not a system call: a preload sees the same calls in both runs.
-// To answer both as the kernel does, it would have to look at the pages (a system call) at every
-// call it emulates, which is what emulation exists to avoid; and even then not everything is
-// visible (a reverse map outlives the pages: MADV_DONTNEED, and a read maps the zero page, no
-// reverse map). See README.md in this folder, "Long mode".
+// range stays two VMAs. Under a preload that emulates the hot page's mprotect (libmpk_shim.so with
+// real keys), nothing reaches the kernel between the two places page 0 may be written: the kernel
+// sees the same system calls with the write between the same two of them, so its state, and any
+// answer the preload can derive from it, is the same in both runs. One of them differs from
+// native. Telling them apart would take a look at the pages (a system call) at every call the
+// preload emulates, which is what emulation exists to avoid; and even then not everything is
+// visible (a reverse map outlives its pages: MADV_DONTNEED; a read maps the zero page, no reverse
+// map). See README.md in this folder, "Long mode".
 //
 // Prints one line per run and exits 0, 1 if a run could not be made (a demonstration, not a test:
 // its answers are the kernel's).
@@ -26,6 +30,8 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+enum { kWarmToggles = 8 };
 
 // One run, in a child of its own so that neither run's mappings are the other's neighbours. Returns
 // 0 if the mremap succeeded, else its errno (-1 if the child could not be run).
@@ -39,6 +45,12 @@ static int run(int write_early) {
     if (m == MAP_FAILED) _exit(255);
     volatile char *page0 = m;
     munmap(m + 2 * p, 2 * p);
+    // Page 1 toggled first, never written: natively the halves merge again each time; a shim
+    // sees a hot range and emulates the calls on it from here on (a key, no system call).
+    for (int i = 0; i < kWarmToggles; ++i) {
+      mprotect(m + p, p, PROT_READ);
+      mprotect(m + p, p, PROT_READ | PROT_WRITE);
+    }
     if (write_early) *page0 = 1;
     mprotect(m + p, p, PROT_READ);
     if (!write_early) *page0 = 1;
