@@ -182,8 +182,7 @@ bool fast_legacy_mprotect(EngineState &st, uintptr_t start, size_t len, int prot
     c.set_own = true;
     c.own = now;
     c.ok = true;
-    ++g->toggles;
-    region_toggled_to(g->stat_slot, prot);  // its key and ceiling are what they were
+    region_toggled_to(g->stat_slot, prot, ++g->toggles);  // its key and ceiling are what they were
     return c;
   }, rc);
   if (done) {

@@ -218,8 +218,7 @@ int isolation_toggle(EngineState &st, PageGroup &g, void *addr, size_t len, int 
     *grant |= 1u << k;
   }
   if (!fresh) {  // an mprotect call served without the kernel (a commit is an mmap)
-    ++g.toggles;
-    region_toggled(g.stat_slot);
+    region_toggled(g.stat_slot, ++g.toggles);
     bump_hot(Hot::legacy_emulated);
   }
   return 0;

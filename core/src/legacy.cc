@@ -483,8 +483,7 @@ namespace {
       // on the way).
       if (rc == 0) rc = set_keyed_prot(*st, *ls, *g, prot, s);
       if (rc == 0) rc = fold_excepts(*st, *g);
-      ++g->toggles;
-      region_toggled(g->stat_slot);
+      region_toggled(g->stat_slot, ++g->toggles);
       region_update(g->stat_slot, g->hw_key, g->prot, g->ceiling);
       if (g->hw_key) bump_hot(Hot::legacy_emulated);
       else bump(stats().legacy_passthrough);

@@ -127,10 +127,9 @@ void region_update(int slot, int key, int prot, int ceiling) {
 }
 
 // Bumped by the thread that toggles the region, under its key's lock: a plain load and store.
-void region_toggled(int slot) {
+void region_toggled(int slot, uint64_t toggles) {
   if (slot < 0) return;
-  std::atomic<uint64_t> &t = stats_page().regions[slot].toggles;
-  t.store(t.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  stats_page().regions[slot].toggles.store(toggles, std::memory_order_relaxed);
 }
 
 void region_release(int slot) {
