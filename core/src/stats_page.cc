@@ -126,7 +126,7 @@ void region_update(int slot, int key, int prot, int ceiling) {
   if (s.ceiling.load(rel) != ceiling) s.ceiling.store(ceiling, rel);
 }
 
-// Bumped by the thread that toggles the region, under its key's lock: a plain load and store.
+// Stored by the thread that toggles the region, under its key's lock: a plain store.
 void region_toggled(int slot, uint64_t toggles) {
   if (slot < 0) return;
   stats_page().regions[slot].toggles.store(toggles, std::memory_order_relaxed);
