@@ -304,12 +304,21 @@ void handlers_leave_below(uintptr_t target_sp) {
   }
 }
 
+namespace {
+// What the program starts with for sig, before the shim takes it over, stays the program's: a
+// handler, or SIG_IGN (which survives exec: sigaction must report it, and a sent sig is ignored).
+void keep_starting_action(int sig) {
+  struct sigaction old;
+  if (real_sigaction(sig, nullptr, &old) == 0 && (is_function(old) || old.sa_handler == SIG_IGN))
+    store_action(sig, old);
+}
+}  // namespace
+
 void signals_install(bool audit_steps) {
   SigLock l;
   if (audit_steps) {
-    struct sigaction old, sa;
-    if (real_sigaction(SIGTRAP, nullptr, &old) == 0 && (is_function(old) || old.sa_handler == SIG_IGN))
-      store_action(SIGTRAP, old);
+    keep_starting_action(SIGTRAP);
+    struct sigaction sa;
     std::memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = trap_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
@@ -317,11 +326,7 @@ void signals_install(bool audit_steps) {
     sync_mask_handler(&sa);
     if (real_sigaction(SIGTRAP, &sa, nullptr) == 0) g_trap_owned.store(true, std::memory_order_release);
   }
-  struct sigaction old;
-  // A handler, or SIG_IGN (which survives exec: the program starts with it and sigaction must say
-  // so, and a SIGSEGV sent to it is ignored), is the program's from the start.
-  if (real_sigaction(SIGSEGV, nullptr, &old) == 0 && (is_function(old) || old.sa_handler == SIG_IGN))
-    store_action(SIGSEGV, old);
+  keep_starting_action(SIGSEGV);
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = fault_handler;

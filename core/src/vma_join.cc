@@ -17,14 +17,8 @@ namespace {
 constexpr int kMaxPieces = 32;
 constexpr size_t kPage = 4096;
 
-struct Piece {
-  uintptr_t lo, hi;
-  char perms[4];
-  char flags[96];  // smaps' VmFlags, as printed
-  int pkey;        // smaps' ProtectionKey (0 where the kernel has no keys)
-  uint64_t offset, dev, inode;
-  bool anon_private, file_private;
-};
+// A VMA the range touches (proc_maps.h).
+using Piece = SmapsVma;
 
 // Flags under which a piece is left alone: memory the kernel may not grow (VM_DONTEXPAND), huge
 // pages, device memory, userfaultfd-registered and locked memory.
@@ -64,48 +58,15 @@ bool page_is_zero(const unsigned char *p) {
 // or the file cannot be read.
 bool read_pieces(uintptr_t start, uintptr_t end, Piece *out, int *n) {
   *n = 0;
-  bool overflow = false, hole = false;
+  bool fits = true;
   uintptr_t want = start;
-  Piece *cur = nullptr;
-  bool ok = for_each_line("/proc/self/smaps", [&](char *line) {
-    MappingLine m;
-    if (parse_mapping(line, &m)) {
-      cur = nullptr;
-      if (m.hi <= start) return true;
-      if (m.lo >= end) return false;
-      if (m.lo > want) {
-        hole = true;
-        return false;
-      }
-      if (*n == kMaxPieces) {
-        overflow = true;
-        return false;
-      }
-      cur = &out[(*n)++];
-      cur->lo = m.lo;
-      cur->hi = m.hi;
-      std::memcpy(cur->perms, m.perms, 4);
-      cur->flags[0] = '\0';
-      cur->pkey = 0;
-      cur->offset = m.offset;
-      cur->dev = m.dev;
-      cur->inode = m.inode;
-      cur->anon_private = m.perms[3] == 'p' && m.inode == 0 && m.path[0] == '\0';
-      cur->file_private = m.perms[3] == 'p' && m.inode != 0 && m.path[0] == '/';
-      want = m.hi;
-      return true;
-    }
-    if (cur && parse_smaps_pkey(line, &cur->pkey)) return true;
-    if (cur && std::strncmp(line, "VmFlags:", 8) == 0) {
-      const char *f = line + 8;
-      size_t len = std::strlen(f);
-      if (len >= sizeof cur->flags) len = sizeof cur->flags - 1;
-      std::memcpy(cur->flags, f, len);
-      cur->flags[len] = '\0';
-    }
+  bool ok = for_each_smaps_vma(start, end, [&](const SmapsVma &v) {
+    if (v.lo > want || *n == kMaxPieces) return fits = false;  // a hole, or too many pieces
+    out[(*n)++] = v;
+    want = v.hi;
     return true;
   });
-  return ok && !overflow && !hole && want >= end;
+  return ok && fits && want >= end;
 }
 
 // Would the kernel have merged these pieces, anon_vma aside?
