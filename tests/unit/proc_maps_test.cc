@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace mpk {
 namespace {
@@ -76,6 +77,43 @@ TEST(ProcMaps, FindsAFreshMappingInTheRealFile) {
   EXPECT_GT(lines, 3);
   munmap(p, 3 * 4096);
   EXPECT_FALSE(for_each_line("/proc/self/no-such-file", [](char *) { return true; }));
+}
+
+// Three pages cut into three VMAs by permission (between inaccessible guard pages, so that no
+// neighbour merges with them): each entry comes whole, in order, with its VmFlags; the walk stops
+// where the callback says.
+TEST(ProcMaps, WalksTheSmapsEntriesOfARange) {
+  constexpr size_t kPage = 4096;
+  void *p = mmap(nullptr, 5 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  auto a = reinterpret_cast<uintptr_t>(p) + kPage;
+  ASSERT_EQ(mprotect(reinterpret_cast<void *>(a), 3 * kPage, PROT_READ | PROT_WRITE), 0);
+  ASSERT_EQ(mprotect(reinterpret_cast<void *>(a + kPage), kPage, PROT_READ), 0);
+  std::vector<SmapsVma> seen;
+  ASSERT_TRUE(for_each_smaps_vma(a, a + 3 * kPage, [&](const SmapsVma &v) {
+    seen.push_back(v);
+    return true;
+  }));
+  ASSERT_EQ(seen.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(seen[i].lo, a + i * kPage);
+    EXPECT_EQ(seen[i].hi, a + (i + 1) * kPage);
+    EXPECT_TRUE(seen[i].anon_private);
+    EXPECT_FALSE(seen[i].file_private);
+    EXPECT_EQ(seen[i].pkey, 0);
+    EXPECT_NE(std::strstr(seen[i].flags, "rd"), nullptr) << seen[i].flags;
+  }
+  EXPECT_EQ(std::string(seen[0].perms, 4), "rw-p");
+  EXPECT_EQ(std::string(seen[1].perms, 4), "r--p");
+  // A range that starts inside the middle VMA sees it and the last; a false return stops there.
+  int calls = 0;
+  ASSERT_TRUE(for_each_smaps_vma(a + kPage + 1, a + 3 * kPage, [&](const SmapsVma &v) {
+    ++calls;
+    EXPECT_EQ(v.lo, a + kPage);
+    return false;
+  }));
+  EXPECT_EQ(calls, 1);
+  munmap(p, 5 * kPage);
 }
 
 }  // namespace
